@@ -1,0 +1,386 @@
+"""Parity (PonderNet §3.1): PonderNet versus ACT versus fixed depth on the paper's benchmark.
+
+    python -m experiments.parity                          # default config (PonderNet, small)
+    python -m experiments.parity with act                 # a named config
+    python -m experiments.parity with paper_extrapolation seed=3
+    python -m experiments.parity print_config with act    # every key, documented
+    python -m experiments.parity resume runs/parity/4     # continue a killed run
+
+Runs are stored under ``runs/parity/<id>/`` (Sacred FileStorageObserver; set
+``PONDERLIFE_RUNS`` to store them elsewhere). Metrics are logged per evaluation as
+``<split>.<metric>`` (``interpolation.accuracy``, ``extrapolation.halting_step``, ...) and
+``train.<metric>``; ``info.json`` holds accuracy and halting step per number of nonzero
+entries for each split at the end of the run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from sacred import Experiment
+from sacred.observers import FileStorageObserver
+from sacred.utils import apply_backspaces_and_linefeeds
+from torch import Tensor
+
+from experiments._config import check
+from ponderlife import (
+    ACT,
+    FixedDepth,
+    GRUStep,
+    PonderNet,
+    ResidualMLPStep,
+    RNNStep,
+    act_loss,
+    configure_threads,
+    fixed_depth_loss,
+    ponder_loss,
+)
+from ponderlife.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from ponderlife.tasks import ParityBatch, parity_batch, parity_nonzero_range
+
+ex = Experiment("parity", save_git_info=False)
+ex.captured_out_filter = apply_backspaces_and_linefeeds
+
+
+@ex.config
+def config():
+    # ---- task --------------------------------------------------------------------------
+    size = 16  # P, entries per input vector; int ≥ 2 (paper: 64 interpolation, 96 extrapolation)
+    split = "extrapolation"  # "interpolation": train and test k ∈ 1..P;
+    #   "extrapolation": train k ∈ 1..P/2, test on k ∈ 1..P/2 and k ∈ P/2+1..P
+
+    # ---- model -------------------------------------------------------------------------
+    model = "pondernet"  # "pondernet", "act" or "fixed" (fixed-depth recurrence)
+    step = "rnn"  # step function: "rnn" (tanh RNN cell, the paper's), "gru" or "mlp"
+    hidden_size = 128  # units of the step function; int ≥ 1 (paper: 128)
+    max_steps = 20  # N, most steps per input; int ≥ 1 (paper: 20)
+    halting_bias = None  # initial bias of the halting head (None: PyTorch's default init)
+    fixed_steps = 5  # steps of the fixed-depth baseline; int ≥ 1
+
+    # ---- PonderNet ---------------------------------------------------------------------
+    beta = 0.01  # weight of KL(p ‖ p_G); ≥ 0 (paper: 0.01)
+    lambda_p = 0.2  # prior halting probability, prior mean 1/λ_p steps; in (0, 1]
+    epsilon = 0.05  # training unroll stops once cumulative p > 1 − ε; in (0, 1)
+    truncation = "last"  # leftover halting mass: "last" (on step N) or "renormalise"
+    kl_direction = "forward"  # "forward" = KL(p ‖ p_G) (paper) or "reverse" = KL(p_G ‖ p)
+    eval_halting = "sample"  # evaluation halting: "sample" (paper), "threshold", "expected"
+    threshold = 0.5  # cumulative-p level for eval_halting="threshold"; in (0, 1)
+
+    # ---- ACT ---------------------------------------------------------------------------
+    tau = 0.01  # ponder-cost weight τ; ≥ 0 (Graves sweeps 1e-4..1e-1)
+    act_epsilon = 0.01  # ACT halts once Σ h_n ≥ 1 − ϵ; in (0, 1)
+
+    # ---- optimisation ------------------------------------------------------------------
+    learning_rate = 3e-4  # Adam step size; > 0 (paper: 3e-4)
+    batch_size = 128  # fresh samples per update; int ≥ 1 (paper: 128)
+    train_steps = 20_000  # optimizer updates; int ≥ 1
+    grad_clip = 1.0  # max global gradient norm; > 0, or None for no clipping
+
+    # ---- evaluation and bookkeeping ----------------------------------------------------
+    eval_every = 1000  # updates between evaluations (and checkpoints); int ≥ 1
+    eval_samples = 4096  # fixed test examples per split; int ≥ 1
+    num_threads = 1  # torch threads; int ≥ 1 (1 is fastest for these small models on 2 cores)
+    resume_from = None  # run folder or checkpoint file to continue from (see `resume`)
+
+
+@ex.named_config
+def pondernet():
+    """PonderNet with the paper's tanh RNN step (the default)."""
+    model = "pondernet"
+
+
+@ex.named_config
+def act():
+    """ACT (Graves 2016) on the same step function."""
+    model = "act"
+
+
+@ex.named_config
+def fixed():
+    """The same recurrence unrolled a fixed number of steps."""
+    model = "fixed"
+
+
+@ex.named_config
+def demo():
+    """The small configuration `make demo` runs."""
+    size = 16
+    train_steps = 20_000
+
+
+@ex.named_config
+def paper_interpolation():
+    """The paper's interpolation setting (P = 64, RNN-128, Adam 3e-4, batch 128, β 0.01, N 20)."""
+    size = 64
+    split = "interpolation"
+    hidden_size = 128
+    learning_rate = 3e-4
+    batch_size = 128
+    beta = 0.01
+    max_steps = 20
+    train_steps = 100_000
+
+
+@ex.named_config
+def paper_extrapolation():
+    """The paper's extrapolation setting (P = 96: train k ≤ 48, test k > 48)."""
+    size = 96
+    split = "extrapolation"
+    hidden_size = 128
+    learning_rate = 3e-4
+    batch_size = 128
+    beta = 0.01
+    max_steps = 20
+    train_steps = 100_000
+
+
+# ======================================================================================
+# Plumbing: validation, model construction, training and evaluation.
+# ======================================================================================
+
+STEPS = {"rnn": RNNStep, "gru": GRUStep, "mlp": ResidualMLPStep}
+
+
+def validate(cfg: dict) -> None:
+    """Fail before any work with a message naming the bad key and its allowed values."""
+    check.integer(cfg, "size", 2)
+    check.choice(cfg, "split", ("interpolation", "extrapolation"))
+    check.choice(cfg, "model", ("pondernet", "act", "fixed"))
+    check.choice(cfg, "step", tuple(STEPS))
+    for key in ("hidden_size", "max_steps", "fixed_steps", "batch_size", "train_steps"):
+        check.integer(cfg, key, 1)
+    for key in ("eval_every", "eval_samples", "num_threads"):
+        check.integer(cfg, key, 1)
+    check.optional_number(cfg, "halting_bias")
+    check.number(cfg, "beta", 0.0)
+    check.number(cfg, "lambda_p", 0.0, 1.0, low_open=True)
+    for key in ("epsilon", "threshold", "act_epsilon"):
+        check.number(cfg, key, 0.0, 1.0, low_open=True, high_open=True)
+    check.choice(cfg, "truncation", ("last", "renormalise"))
+    check.choice(cfg, "kl_direction", ("forward", "reverse"))
+    check.choice(cfg, "eval_halting", ("sample", "threshold", "expected"))
+    check.number(cfg, "tau", 0.0)
+    check.number(cfg, "learning_rate", 0.0, low_open=True)
+    if cfg["grad_clip"] is not None:
+        check.number(cfg, "grad_clip", 0.0, low_open=True)
+    if cfg["resume_from"] is not None and not Path(cfg["resume_from"]).exists():
+        raise ValueError(f"resume_from: {cfg['resume_from']!r} does not exist")
+
+
+def build_model(cfg: dict) -> torch.nn.Module:
+    step = STEPS[cfg["step"]](cfg["size"], cfg["hidden_size"], 1, halting_bias=cfg["halting_bias"])
+    if cfg["model"] == "pondernet":
+        return PonderNet(
+            step,
+            max_steps=cfg["max_steps"],
+            epsilon=cfg["epsilon"],
+            halting=cfg["eval_halting"],
+            threshold=cfg["threshold"],
+            truncation=cfg["truncation"],
+        )
+    if cfg["model"] == "act":
+        return ACT(step, max_steps=cfg["max_steps"], epsilon=cfg["act_epsilon"])
+    return FixedDepth(step, num_steps=cfg["fixed_steps"])
+
+
+def bce_per_sample(prediction: Tensor, target: Tensor) -> Tensor:
+    return F.binary_cross_entropy_with_logits(prediction.squeeze(-1), target, reduction="none")
+
+
+def objective(cfg: dict, output, target: Tensor) -> tuple[Tensor, dict[str, float]]:
+    """The model's training loss and its logged parts."""
+    if cfg["model"] == "pondernet":
+        loss = ponder_loss(
+            output,
+            target,
+            bce_per_sample,
+            beta=cfg["beta"],
+            lambda_p=cfg["lambda_p"],
+            direction=cfg["kl_direction"],
+        )
+        parts = {"reconstruction": loss.reconstruction, "regularisation": loss.regularisation}
+    elif cfg["model"] == "act":
+        loss = act_loss(output, target, bce_per_sample, tau=cfg["tau"])
+        parts = {"task": loss.task, "ponder_cost": loss.ponder_cost}
+    else:
+        loss = fixed_depth_loss(output, target, bce_per_sample)
+        parts = {"task": loss.task}
+    return loss.total, {name: value.item() for name, value in parts.items()}
+
+
+def evaluation_sets(cfg: dict, generator: torch.Generator) -> dict[str, ParityBatch]:
+    """Fixed test sets: the training range (``interpolation``) and, when extrapolating,
+    the unseen range (``extrapolation``)."""
+    size, n = cfg["size"], cfg["eval_samples"]
+    if cfg["split"] == "interpolation":
+        ranges = {"interpolation": parity_nonzero_range(size, "interpolation")}
+    else:
+        ranges = {
+            "interpolation": parity_nonzero_range(size, "extrapolation_train"),
+            "extrapolation": parity_nonzero_range(size, "extrapolation_test"),
+        }
+    return {
+        name: parity_batch(n, size, min_nonzero=lo, max_nonzero=hi, generator=generator)
+        for name, (lo, hi) in ranges.items()
+    }
+
+
+@torch.no_grad()
+def evaluate(model, data: ParityBatch, generator: torch.Generator) -> dict[str, Tensor]:
+    """Per-sample correctness, halting step and expected steps on a fixed test set."""
+    model.eval()
+    kwargs = {"generator": generator} if isinstance(model, PonderNet) else {}
+    output = model(data.x, **kwargs)
+    model.train()
+    correct = ((output.prediction.squeeze(-1) > 0).float() == data.y).float()
+    return {
+        "accuracy": correct,
+        "halting_step": output.halting_step.float(),
+        "expected_steps": output.expected_steps.float(),
+    }
+
+
+def by_nonzero(results: dict[str, Tensor], nonzero: Tensor) -> dict[str, dict[str, float]]:
+    """Mean of each per-sample result for every number of nonzero entries k."""
+    return {
+        str(k): {name: float(values[nonzero == k].mean()) for name, values in results.items()}
+        for k in nonzero.unique().tolist()
+    }
+
+
+def run_directory(run) -> Path | None:
+    for observer in run.observers:
+        if isinstance(observer, FileStorageObserver):
+            return Path(observer.dir)
+    return None
+
+
+def resolve_checkpoint(path: str) -> Path:
+    path = Path(path)
+    return path / "checkpoint.pt" if path.is_dir() else path
+
+
+@ex.main
+def main(_config: dict, _run, seed: int) -> dict:
+    cfg = dict(_config)
+    validate(cfg)
+    configure_threads(cfg["num_threads"])
+    torch.manual_seed(seed)
+    train_generator = torch.Generator().manual_seed(seed)
+    halting_generator = torch.Generator().manual_seed(seed + 1)
+    test_sets = evaluation_sets(cfg, torch.Generator().manual_seed(seed + 2))
+    train_range = parity_nonzero_range(
+        cfg["size"], "interpolation" if cfg["split"] == "interpolation" else "extrapolation_train"
+    )
+
+    model = build_model(cfg)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["learning_rate"])
+    start = 0
+    if cfg["resume_from"] is not None:
+        state = load_checkpoint(resolve_checkpoint(cfg["resume_from"]))
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        restore_rng_states(state["rng"], train=train_generator, halting=halting_generator)
+        start = int(state["update"])
+        print(f"resumed from {cfg['resume_from']} at update {start}")
+    directory = run_directory(_run)
+
+    totals: dict[str, float] = {}
+    began, last_report = time.perf_counter(), start
+    for update in range(start + 1, cfg["train_steps"] + 1):
+        batch = parity_batch(
+            cfg["batch_size"],
+            cfg["size"],
+            min_nonzero=train_range[0],
+            max_nonzero=train_range[1],
+            generator=train_generator,
+        )
+        output = model(batch.x)
+        loss, parts = objective(cfg, output, batch.y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite training loss ({loss.item()}) at update {update}; metrics up to "
+                f"update {last_report} and the checkpoint of that update are kept"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg["grad_clip"] is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+        optimizer.step()
+
+        accuracy = ((output.prediction.detach().squeeze(-1) > 0).float() == batch.y).float()
+        running = {
+            "loss": loss.item(),
+            "accuracy": float(accuracy.mean()),
+            "halting_step": float(output.halting_step.float().mean()),
+            "expected_steps": float(output.expected_steps.detach().mean()),
+            "unroll_steps": float(output.predictions.shape[0]),
+            **parts,
+        }
+        for name, value in running.items():
+            totals[name] = totals.get(name, 0.0) + value
+
+        if update % cfg["eval_every"] == 0 or update == cfg["train_steps"]:
+            count = update - last_report
+            for name, value in totals.items():
+                _run.log_scalar(f"train.{name}", value / count, update)
+            summary = []
+            for split, data in test_sets.items():
+                results = evaluate(model, data, halting_generator)
+                for name, values in results.items():
+                    _run.log_scalar(f"{split}.{name}", float(values.mean()), update)
+                summary.append(
+                    f"{split} acc {float(results['accuracy'].mean()):.3f} "
+                    f"halt {float(results['halting_step'].mean()):.2f}"
+                )
+            elapsed = time.perf_counter() - began
+            print(
+                f"[parity {cfg['model']}] update {update}/{cfg['train_steps']}  "
+                f"loss {totals['loss'] / count:.3f}  " + "  ".join(summary) + f"  ({elapsed:.0f} s)"
+            )
+            totals, last_report = {}, update
+            if directory is not None:
+                save_checkpoint(
+                    directory / "checkpoint.pt",
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "rng": rng_states(train=train_generator, halting=halting_generator),
+                        "update": update,
+                    },
+                )
+
+    final = {}
+    for split, data in test_sets.items():
+        results = evaluate(model, data, halting_generator)
+        _run.info.setdefault("by_nonzero", {})[split] = by_nonzero(results, data.nonzero)
+        final.update({f"{split}.{name}": float(v.mean()) for name, v in results.items()})
+    _run.info["wall_seconds"] = time.perf_counter() - began
+    return final
+
+
+def runs_root() -> Path:
+    return Path(os.environ.get("PONDERLIFE_RUNS", "runs")) / "parity"
+
+
+def resume(run_dir: str):
+    """Start a new run with the stored config of ``run_dir`` and its last checkpoint."""
+    import json
+
+    config = json.loads((Path(run_dir) / "config.json").read_text())
+    config.pop("resume_from", None)
+    ex.observers.append(FileStorageObserver(str(runs_root())))
+    return ex.run(config_updates={**config, "resume_from": str(run_dir)})
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "resume":
+        resume(sys.argv[2])
+    else:
+        ex.observers.append(FileStorageObserver(str(runs_root())))
+        ex.run_commandline()

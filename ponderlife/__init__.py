@@ -1,0 +1,58 @@
+"""ponderlife: pondering (PonderNet) and plasticity maintenance for continual learning.
+
+The core depends on torch and numpy only. Public API:
+
+* halting maths: :func:`halting_distribution`, :func:`log_halting_distribution`,
+  :func:`log_geometric_prior`, :func:`kl_to_geometric`, :func:`ponder_loss`;
+* models: :class:`PonderNet`, :class:`ACT`, :class:`FixedDepth` and their losses;
+* step functions: :class:`RNNStep`, :class:`GRUStep`, :class:`ResidualMLPStep`,
+  :class:`TransformerStep`;
+* tasks: :mod:`ponderlife.tasks`; runtime: :func:`configure_threads`.
+"""
+
+from ponderlife.act import ACT, ACTLoss, ACTOutput, act_loss
+from ponderlife.fixed_depth import FixedDepth, FixedDepthLoss, FixedDepthOutput, fixed_depth_loss
+from ponderlife.halting import (
+    PonderLoss,
+    halting_distribution,
+    kl_to_geometric,
+    log_geometric_prior,
+    log_halting_distribution,
+    ponder_loss,
+)
+from ponderlife.pondernet import PonderNet, PonderOutput
+from ponderlife.runtime import configure_threads
+from ponderlife.steps import (
+    GRUStep,
+    ResidualMLPStep,
+    RNNStep,
+    StepFunction,
+    StepOutput,
+    TransformerStep,
+)
+
+__all__ = [
+    "ACT",
+    "ACTLoss",
+    "ACTOutput",
+    "FixedDepth",
+    "FixedDepthLoss",
+    "FixedDepthOutput",
+    "GRUStep",
+    "PonderLoss",
+    "PonderNet",
+    "PonderOutput",
+    "RNNStep",
+    "ResidualMLPStep",
+    "StepFunction",
+    "StepOutput",
+    "TransformerStep",
+    "act_loss",
+    "configure_threads",
+    "fixed_depth_loss",
+    "halting_distribution",
+    "kl_to_geometric",
+    "log_geometric_prior",
+    "log_halting_distribution",
+    "ponder_loss",
+]

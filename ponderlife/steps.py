@@ -1,0 +1,197 @@
+"""Step functions ``s(x, h_n) → (ŷ_n, h_{n+1}, z_n)`` shared by PonderNet, ACT and fixed depth.
+
+A step function is an ``nn.Module`` with two methods:
+
+* ``initial_state(x)`` returns h_1 for a batch of inputs (batch first);
+* ``forward(x, state)`` returns a :class:`StepOutput`: the prediction ŷ_n of shape
+  (B, *out), the next state (batch first), and the *halting logit* z_n of shape (B,)
+  with λ_n = sigmoid(z_n). Logits rather than λ keep the halting maths in log space.
+
+Every built-in step sees the input ``x`` at every step, the first included: h_1 is zeros,
+so the first step's output already depends on x (an input-blind first step is a known
+bug of public PonderNet code). Every built-in has a ``halting`` ``nn.Linear`` head whose
+bias can be initialised with ``halting_bias``: a negative bias (about −3, λ ≈ 0.05) makes
+the net ponder long at the start of training, which a 2026 report (Sapunov) found avoids
+the early collapse to one step seen with PyTorch's default initialisation.
+
+Any module with this contract works; the state only has to be a tensor whose first
+dimension is the batch, so samples that halted can be dropped from the computation.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+
+class StepOutput(NamedTuple):
+    prediction: Tensor  # (B, *out)
+    state: Tensor  # (B, ...)
+    halt_logit: Tensor  # (B,)
+
+
+class StepFunction(nn.Module):
+    """Base class of step functions; subclasses implement ``initial_state`` and ``forward``."""
+
+    def initial_state(self, x: Tensor) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, state: Tensor) -> StepOutput:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def halting_head(in_features: int, halting_bias: float | None) -> nn.Linear:
+    """The λ head: a linear map to one logit; ``halting_bias`` sets its initial bias."""
+    head = nn.Linear(in_features, 1)
+    if halting_bias is not None:
+        nn.init.constant_(head.bias, halting_bias)
+    return head
+
+
+class _CellStep(StepFunction):
+    """A recurrent cell whose hidden state feeds the next step, the output and halting heads."""
+
+    def __init__(self, cell: nn.RNNCellBase, output_size: int, halting_bias: float | None):
+        super().__init__()
+        self.cell = cell
+        self.output = nn.Linear(cell.hidden_size, output_size)
+        self.halting = halting_head(cell.hidden_size, halting_bias)
+
+    def initial_state(self, x: Tensor) -> Tensor:
+        return x.new_zeros(x.shape[0], self.cell.hidden_size)
+
+    def forward(self, x: Tensor, state: Tensor) -> StepOutput:
+        hidden = self.cell(x, state)
+        return StepOutput(self.output(hidden), hidden, self.halting(hidden).squeeze(-1))
+
+
+class RNNStep(_CellStep):
+    """The paper's parity model: a tanh RNN cell fed the same input at every step.
+
+    ``h_{n+1} = tanh(W_x x + W_h h_n + b)``, ``ŷ_n = W_y h_{n+1}``, ``z_n = w_λ·h_{n+1}``.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        *,
+        halting_bias: float | None = None,
+    ):
+        super().__init__(
+            nn.RNNCell(input_size, hidden_size, nonlinearity="tanh"), output_size, halting_bias
+        )
+
+
+class GRUStep(_CellStep):
+    """A GRU cell fed the same input at every step, with linear output and halting heads."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        *,
+        halting_bias: float | None = None,
+    ):
+        super().__init__(nn.GRUCell(input_size, hidden_size), output_size, halting_bias)
+
+
+class ResidualMLPStep(StepFunction):
+    """A pre-norm residual MLP block on a vector state:
+
+    ``h_{n+1} = h_n + W_2 relu(W_1 [x, LayerNorm(h_n)])``, heads read h_{n+1}.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        *,
+        state_size: int | None = None,
+        halting_bias: float | None = None,
+    ):
+        super().__init__()
+        self.state_size = state_size or hidden_size
+        self.norm = nn.LayerNorm(self.state_size)
+        self.fc1 = nn.Linear(input_size + self.state_size, hidden_size)
+        self.activation = nn.ReLU()
+        self.fc2 = nn.Linear(hidden_size, self.state_size)
+        self.output = nn.Linear(self.state_size, output_size)
+        self.halting = halting_head(self.state_size, halting_bias)
+
+    def initial_state(self, x: Tensor) -> Tensor:
+        return x.new_zeros(x.shape[0], self.state_size)
+
+    def forward(self, x: Tensor, state: Tensor) -> StepOutput:
+        update = self.fc2(self.activation(self.fc1(torch.cat([x, self.norm(state)], dim=-1))))
+        state = state + update
+        return StepOutput(self.output(state), state, self.halting(state).squeeze(-1))
+
+
+class TransformerStep(StepFunction):
+    """One weight-shared pre-norm transformer encoder block applied at every step
+    (Universal-Transformer style) to a sequence state of shape (B, L, d_model).
+
+    Inputs are token ids (B, L) when ``vocab_size`` is given, else feature vectors
+    (B, L, input_size). The embedded input plus a learned position embedding is added to
+    the state before every step. Heads read the mean of the state over the non-padding
+    positions (``pad_token`` marks padding in token inputs).
+    """
+
+    def __init__(
+        self,
+        output_size: int,
+        *,
+        d_model: int = 64,
+        nhead: int = 4,
+        dim_feedforward: int = 128,
+        max_len: int = 256,
+        vocab_size: int | None = None,
+        input_size: int | None = None,
+        pad_token: int | None = None,
+        halting_bias: float | None = None,
+    ):
+        super().__init__()
+        if (vocab_size is None) == (input_size is None):
+            raise ValueError("TransformerStep needs exactly one of vocab_size or input_size")
+        if pad_token is not None and vocab_size is None:
+            raise ValueError("pad_token only applies to token inputs (give vocab_size)")
+        self.d_model = d_model
+        self.pad_token = pad_token
+        self.embed: nn.Module = (
+            nn.Embedding(vocab_size, d_model, padding_idx=pad_token)
+            if vocab_size is not None
+            else nn.Linear(input_size, d_model)
+        )
+        self.position = nn.Embedding(max_len, d_model)
+        self.block = nn.TransformerEncoderLayer(
+            d_model, nhead, dim_feedforward, dropout=0.0, batch_first=True, norm_first=True
+        )
+        self.output = nn.Linear(d_model, output_size)
+        self.halting = halting_head(d_model, halting_bias)
+
+    def initial_state(self, x: Tensor) -> Tensor:
+        return torch.zeros(
+            x.shape[0], x.shape[1], self.d_model, device=x.device, dtype=self.position.weight.dtype
+        )
+
+    def _padding(self, x: Tensor) -> Tensor | None:
+        return None if self.pad_token is None else x == self.pad_token
+
+    def forward(self, x: Tensor, state: Tensor) -> StepOutput:
+        positions = torch.arange(x.shape[1], device=x.device)
+        padding = self._padding(x)
+        state = self.block(
+            state + self.embed(x) + self.position(positions), src_key_padding_mask=padding
+        )
+        if padding is None:
+            pooled = state.mean(dim=1)
+        else:
+            keep = (~padding).unsqueeze(-1).to(state.dtype)
+            pooled = (state * keep).sum(1) / keep.sum(1).clamp_min(1.0)
+        return StepOutput(self.output(pooled), state, self.halting(pooled).squeeze(-1))

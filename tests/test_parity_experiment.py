@@ -1,0 +1,83 @@
+"""The parity Sacred experiment runs in-process on a tiny config, validates, and resumes."""
+
+import json
+
+import pytest
+from sacred.observers import FileStorageObserver
+from sacred.utils import ConfigAddedError
+
+from experiments.parity import ex
+
+TINY = {
+    "size": 6,
+    "hidden_size": 8,
+    "max_steps": 4,
+    "fixed_steps": 2,
+    "batch_size": 16,
+    "train_steps": 4,
+    "eval_every": 2,
+    "eval_samples": 32,
+    "seed": 7,
+}
+
+
+@pytest.fixture
+def observed(tmp_path):
+    observer = FileStorageObserver(str(tmp_path / "runs"))
+    ex.observers.append(observer)
+    yield tmp_path / "runs"
+    ex.observers.remove(observer)
+
+
+def read_run(directory):
+    metrics = json.loads((directory / "metrics.json").read_text())
+    info = json.loads((directory / "info.json").read_text())
+    return metrics, info
+
+
+@pytest.mark.parametrize("model", ["pondernet", "act", "fixed"])
+def test_each_model_runs_and_logs_per_split_metrics(observed, model):
+    run = ex.run(named_configs=[model], config_updates=TINY)
+    assert run.status == "COMPLETED"
+    metrics, info = read_run(observed / str(run._id))
+    for split in ("interpolation", "extrapolation"):
+        for name in ("accuracy", "halting_step", "expected_steps"):
+            assert metrics[f"{split}.{name}"]["steps"] == [2, 4]
+            assert all(isinstance(v, float) for v in metrics[f"{split}.{name}"]["values"])
+        assert set(info["by_nonzero"][split]) == (
+            {"1", "2", "3"} if split == "interpolation" else {"4", "5", "6"}
+        )
+    assert metrics["train.loss"]["steps"] == [2, 4]
+    assert (observed / str(run._id) / "checkpoint.pt").is_file()
+    assert 0.0 <= run.result["interpolation.accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("updates", "message"),
+    [
+        ({"lambda_p": 0.0}, r"config 'lambda_p' must be in \(0, 1\]"),
+        ({"size": 1}, r"config 'size' must be in \[2, inf\)"),
+        ({"model": "lstm"}, "config 'model' must be one of 'pondernet', 'act', 'fixed'"),
+        ({"learning_rate": "fast"}, "config 'learning_rate' must be a number"),
+        ({"resume_from": "/no/such/run"}, "resume_from"),
+    ],
+)
+def test_invalid_config_stops_before_training_naming_the_key(updates, message):
+    with pytest.raises(ValueError, match=message):
+        ex.run(config_updates={**TINY, **updates})
+
+
+def test_unknown_config_keys_fail():
+    with pytest.raises(ConfigAddedError):
+        ex.run(config_updates={**TINY, "lamda_p": 0.3})
+
+
+def test_resumed_run_ends_like_an_uninterrupted_one(observed):
+    whole = ex.run(config_updates=TINY)
+    first_half = ex.run(config_updates={**TINY, "train_steps": 2})
+    resumed = ex.run(config_updates={**TINY, "resume_from": str(observed / str(first_half._id))})
+    assert resumed.result == whole.result
+    whole_metrics, _ = read_run(observed / str(whole._id))
+    resumed_metrics, _ = read_run(observed / str(resumed._id))
+    assert resumed_metrics["train.loss"]["steps"] == [4]
+    assert resumed_metrics["train.loss"]["values"] == whole_metrics["train.loss"]["values"][1:]
