@@ -7,10 +7,13 @@ The core depends on torch and numpy only. Public API:
 * models: :class:`PonderNet`, :class:`ACT`, :class:`FixedDepth` and their losses;
 * step functions: :class:`RNNStep`, :class:`GRUStep`, :class:`ResidualMLPStep`,
   :class:`TransformerStep`;
+* plasticity: :class:`ContinualBackprop` (units found by :mod:`ponderlife.units`),
+  :class:`AdamPerElement`, :func:`reset_optimizer_state`, :mod:`ponderlife.diagnostics`;
 * tasks: :mod:`ponderlife.tasks`; runtime: :func:`configure_threads`.
 """
 
 from ponderlife.act import ACT, ACTLoss, ACTOutput, act_loss
+from ponderlife.continual_backprop import ContinualBackprop
 from ponderlife.fixed_depth import FixedDepth, FixedDepthLoss, FixedDepthOutput, fixed_depth_loss
 from ponderlife.halting import (
     PonderLoss,
@@ -20,7 +23,8 @@ from ponderlife.halting import (
     log_halting_distribution,
     ponder_loss,
 )
-from ponderlife.pondernet import PonderNet, PonderOutput
+from ponderlife.optim import AdamPerElement, reset_optimizer_state
+from ponderlife.pondernet import PonderNet, PonderOutput, reach_probabilities
 from ponderlife.runtime import configure_threads
 from ponderlife.steps import (
     GRUStep,
@@ -30,15 +34,19 @@ from ponderlife.steps import (
     StepOutput,
     TransformerStep,
 )
+from ponderlife.units import ParamSlice, UnitLayer, find_unit_layers
 
 __all__ = [
     "ACT",
     "ACTLoss",
     "ACTOutput",
+    "AdamPerElement",
+    "ContinualBackprop",
     "FixedDepth",
     "FixedDepthLoss",
     "FixedDepthOutput",
     "GRUStep",
+    "ParamSlice",
     "PonderLoss",
     "PonderNet",
     "PonderOutput",
@@ -47,12 +55,16 @@ __all__ = [
     "StepFunction",
     "StepOutput",
     "TransformerStep",
+    "UnitLayer",
     "act_loss",
     "configure_threads",
+    "find_unit_layers",
     "fixed_depth_loss",
     "halting_distribution",
     "kl_to_geometric",
     "log_geometric_prior",
     "log_halting_distribution",
     "ponder_loss",
+    "reach_probabilities",
+    "reset_optimizer_state",
 ]

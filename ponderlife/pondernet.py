@@ -207,3 +207,12 @@ class PonderNet(nn.Module):
             prediction=prediction,
             expected_steps=(p * steps[:, None]).sum(0),
         )
+
+
+def reach_probabilities(output: PonderOutput) -> Tensor:
+    """P(step n is computed) = P(not halted before n) = Σ_{j≥n} p_j, shape (N, B).
+
+    The weights :class:`~ponderlife.ContinualBackprop` uses to average a step function's
+    activations over the N steps of one forward.
+    """
+    return torch.flip(torch.cumsum(torch.flip(output.p.detach(), [0]), 0), [0])

@@ -25,6 +25,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from ponderlife.units import UnitLayer, cell_unit_layer, consumer_slice, producer_slices
+
 
 class StepOutput(NamedTuple):
     prediction: Tensor  # (B, *out)
@@ -65,6 +67,11 @@ class _CellStep(StepFunction):
     def forward(self, x: Tensor, state: Tensor) -> StepOutput:
         hidden = self.cell(x, state)
         return StepOutput(self.output(hidden), hidden, self.halting(hidden).squeeze(-1))
+
+    def unit_layers(self, prefix: str = "") -> list[UnitLayer]:
+        """The cell's hidden units: they feed the recurrence, the output and halting heads."""
+        gates = self.cell.weight_ih.shape[0] // self.cell.hidden_size
+        return [cell_unit_layer(f"{prefix}cell", self.cell, [self.output, self.halting], gates)]
 
 
 class RNNStep(_CellStep):
@@ -131,6 +138,21 @@ class ResidualMLPStep(StepFunction):
         update = self.fc2(self.activation(self.fc1(torch.cat([x, self.norm(state)], dim=-1))))
         state = state + update
         return StepOutput(self.output(state), state, self.halting(state).squeeze(-1))
+
+    def unit_layers(self, prefix: str = "") -> list[UnitLayer]:
+        """The MLP's hidden units (fc1 → activation → fc2); the residual stream is not managed."""
+        incoming, biases = producer_slices(self.fc1)
+        return [
+            UnitLayer(
+                name=f"{prefix}fc1",
+                size=self.fc1.out_features,
+                activation=self.activation,
+                incoming=incoming,
+                incoming_bias=biases,
+                outgoing=[consumer_slice(self.fc2, self.fc1.out_features)],
+                consumer_bias=[self.fc2.bias],
+            )
+        ]
 
 
 class TransformerStep(StepFunction):

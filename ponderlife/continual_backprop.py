@@ -1,0 +1,280 @@
+r"""Continual backprop (Dohare et al. 2021; Nature 2024): generate-and-test on hidden units.
+
+After every optimizer step, for each managed layer and each unit i with activation h_i:
+
+1. **Utility.** A running average (decay η) of the unit's contribution
+   ``|h_i| · Σ_k |w_out[k, i]|`` summed over *every* consumer of the unit; variants
+   ``"mean_corrected_contribution"`` use ``|h_i − f̂_i|`` (f̂ the running mean of h_i) and
+   ``"adaptable_contribution"`` further divides by ``Σ_j |w_in[i, j]|``. Running averages
+   are bias-corrected by the unit's own age, ``û = u / (1 − η^age)``.
+2. **Select.** Units older than ``maturity_threshold`` are eligible. ``replacement_rate ×
+   #eligible`` is added to a per-layer accumulator only while some unit is eligible (so
+   no burst at maturity) and its integer part is replaced: the eligible units with the
+   smallest û.
+3. **Reinitialise.** The removed unit's mean contribution ``W_next[:, i] · f̂_i`` moves into
+   each consumer's bias (``bias_transfer``; the reference code meant to and did not), then
+   incoming weights are redrawn from the layer's initial distribution, incoming biases and
+   outgoing weights are zeroed, per-unit norm statistics are reset, and
+   :func:`~ponderlife.optim.reset_optimizer_state` clears the optimizer state of every
+   touched slice. The unit's utility, mean and age restart at 0.
+
+Timing is explicit: forward hooks only *record* activations (in training mode); all of
+the above happens in :meth:`ContinualBackprop.step`, called after ``optimizer.step()``.
+
+**Pondering models.** A step function applied N times per input records N activations
+per step(). They are averaged with weights ``step_weights`` (N, B), normally each step's
+reach probability ``P(not halted before n)`` (:func:`ponderlife.reach_probabilities`),
+so a step that most samples never reach counts little. Without weights, every
+recorded forward counts equally.
+
+The optimizer pairs best with :class:`~ponderlife.optim.AdamPerElement` (the documented
+default for pondering experiments here): resetting its per-element step makes a replaced
+unit's first update equal to a fresh Adam's. With ``torch.optim.Adam`` it depends on the
+tensor's scalar step count, ≈3.2× larger late in training (see :mod:`ponderlife.optim`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ponderlife._checks import check_choice, check_int, check_range
+from ponderlife.optim import reset_optimizer_state
+from ponderlife.units import ParamSlice, UnitLayer, find_unit_layers
+
+UTILITIES: tuple[str, ...] = (
+    "contribution",
+    "mean_corrected_contribution",
+    "adaptable_contribution",
+)
+INITS: tuple[str, ...] = ("default", "kaiming")
+
+
+class _UnitState(nn.Module):
+    """Per-layer buffers, saved by ``state_dict`` so a run resumes exactly."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.register_buffer("utility", torch.zeros(size))
+        self.register_buffer("mean", torch.zeros(size))
+        self.register_buffer("age", torch.zeros(size, dtype=torch.long))
+        self.register_buffer("accumulator", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("replaced", torch.zeros((), dtype=torch.long))
+
+
+def _per_unit(activation: Tensor) -> Tensor:
+    """(B, units): conv channels averaged over positions."""
+    return activation.flatten(2).mean(-1) if activation.dim() > 2 else activation
+
+
+class ContinualBackprop(nn.Module):
+    """Continual backprop over the hidden units of ``model``.
+
+    Args:
+        model: the network; its unit layers are found by
+            :func:`~ponderlife.units.find_unit_layers` unless ``units`` is given.
+        optimizer: the optimizer whose state of replaced weights is reset.
+        replacement_rate: ρ, fraction of eligible units replaced per step, in [0, 1]
+            (reference: 1e-4 bit-flipping/ImageNet, 1e-6..1e-4 permuted MNIST).
+        maturity_threshold: m, steps a unit lives before it may be replaced, ≥ 0 (100).
+        decay_rate: η of the running averages, in [0, 1) (0.99).
+        utility: ``"contribution"``, ``"mean_corrected_contribution"`` or
+            ``"adaptable_contribution"``.
+        init: new incoming weights from ``"default"`` (the layer's own PyTorch
+            initialisation, U(±1/√fan_in), U(±1/√hidden) for RNN cells) or ``"kaiming"``
+            (He normal, for ReLU).
+        bias_transfer: move a removed unit's mean contribution into consumers' biases.
+        units: explicit unit layers, for architectures discovery does not cover.
+        generator: RNG for new weights (default: torch's global RNG).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        replacement_rate: float = 1e-4,
+        maturity_threshold: int = 100,
+        decay_rate: float = 0.99,
+        utility: str = "contribution",
+        init: str = "default",
+        bias_transfer: bool = True,
+        units: Sequence[UnitLayer] | None = None,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__()
+        self.replacement_rate = check_range("replacement_rate", replacement_rate, 0.0, 1.0)
+        self.maturity_threshold = check_int("maturity_threshold", maturity_threshold, 0)
+        self.decay_rate = check_range("decay_rate", decay_rate, 0.0, 1.0, high_inclusive=False)
+        self.utility_kind = check_choice("utility", utility, UTILITIES)
+        self.init = check_choice("init", init, INITS)
+        self.bias_transfer = bias_transfer
+        self.optimizer = optimizer
+        self.generator = generator
+        self.layers = list(units) if units is not None else find_unit_layers(model)
+        self.states = nn.ModuleDict(
+            {self._key(layer.name): _UnitState(layer.size) for layer in self.layers}
+        )
+        self._records: dict[str, list[Tensor]] = {layer.name: [] for layer in self.layers}
+        self._hooks = [
+            layer.activation.register_forward_hook(self._recorder(layer.name))
+            for layer in self.layers
+        ]
+
+    @staticmethod
+    def _key(name: str) -> str:
+        return name.replace(".", "__") or "root"
+
+    def _recorder(self, name: str):
+        def record(module: nn.Module, inputs, output: Tensor) -> None:
+            if module.training:
+                self._records[name].append(output.detach())
+
+        return record
+
+    def remove(self) -> None:
+        """Detach the recording hooks from the model."""
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+
+    @property
+    def replacements(self) -> dict[str, int]:
+        """Units replaced so far, per layer."""
+        return {
+            layer.name: int(self.states[self._key(layer.name)].replaced) for layer in self.layers
+        }
+
+    # -- the algorithm -------------------------------------------------------------------
+
+    @torch.no_grad()
+    def step(self, step_weights: Tensor | None = None) -> dict[str, int]:
+        """Update utilities from the activations recorded since the last call, then replace
+        units. Call after ``optimizer.step()``. Returns the units replaced now, per layer.
+
+        ``step_weights`` (N, B): weight of each of N recorded forwards per sample (see the
+        module docstring); a layer that recorded a different number of forwards is an error.
+        """
+        replaced = {}
+        for layer in self.layers:
+            state = self.states[self._key(layer.name)]
+            records, self._records[layer.name] = self._records[layer.name], []
+            if not records:
+                raise RuntimeError(
+                    f"no training forward recorded for unit layer {layer.name!r} since the "
+                    "last step(); call step() once after each optimizer.step()"
+                )
+            self._update_utility(layer, state, records, step_weights)
+            units = self._select(state)
+            if units.numel():
+                self._replace(layer, state, units)
+            replaced[layer.name] = int(units.numel())
+        return replaced
+
+    def _weights(self, name: str, records: list[Tensor], step_weights: Tensor | None) -> Tensor:
+        """(R, B, 1) weights summing to 1 over recorded forwards and samples."""
+        if step_weights is None:
+            sizes = {r.shape[0] for r in records}
+            if len(sizes) != 1:
+                raise ValueError(f"layer {name!r} recorded forwards of batch sizes {sizes}")
+            weights = torch.ones(len(records), records[0].shape[0], device=records[0].device)
+        else:
+            if step_weights.shape[0] != len(records):
+                raise ValueError(
+                    f"step_weights has {step_weights.shape[0]} rows but layer {name!r} "
+                    f"recorded {len(records)} forwards"
+                )
+            weights = step_weights.detach().to(records[0].dtype)
+        return (weights / weights.sum()).unsqueeze(-1)
+
+    def _update_utility(
+        self,
+        layer: UnitLayer,
+        state: _UnitState,
+        records: list[Tensor],
+        step_weights: Tensor | None,
+    ) -> None:
+        decay = self.decay_rate
+        activations = torch.stack([_per_unit(r) for r in records])  # (R, B, units)
+        weights = self._weights(layer.name, records, step_weights)
+        state.age += 1
+        state.mean.mul_(decay).add_((weights * activations).sum((0, 1)), alpha=1 - decay)
+        if self.utility_kind == "contribution":
+            magnitude = (weights * activations.abs()).sum((0, 1))
+        else:
+            mean = state.mean / self._bias_correction(state.age)
+            magnitude = (weights * (activations - mean).abs()).sum((0, 1))
+        contribution = magnitude * _abs_sum(layer.outgoing, layer.size)
+        if self.utility_kind == "adaptable_contribution":
+            tiny = torch.finfo(contribution.dtype).tiny
+            contribution = contribution / _abs_sum(layer.incoming, layer.size).clamp_min(tiny)
+        state.utility.mul_(decay).add_(contribution, alpha=1 - decay)
+
+    def _bias_correction(self, age: Tensor) -> Tensor:
+        return 1 - self.decay_rate ** age.to(torch.float64)
+
+    def _select(self, state: _UnitState) -> Tensor:
+        eligible = state.age > self.maturity_threshold
+        count = int(eligible.sum())
+        if count == 0 or self.replacement_rate == 0:
+            return torch.empty(0, dtype=torch.long, device=state.age.device)
+        state.accumulator += self.replacement_rate * count
+        number = min(int(state.accumulator), count)
+        if number == 0:
+            return torch.empty(0, dtype=torch.long, device=state.age.device)
+        state.accumulator -= number
+        corrected = state.utility / self._bias_correction(state.age).to(state.utility.dtype)
+        ranked = torch.where(eligible, corrected, torch.full_like(corrected, math.inf))
+        return torch.topk(ranked, number, largest=False).indices
+
+    def _replace(self, layer: UnitLayer, state: _UnitState, units: Tensor) -> None:
+        if self.bias_transfer:
+            mean = (state.mean[units] / self._bias_correction(state.age[units])).to(
+                state.mean.dtype
+            )
+            for outgoing, bias in zip(layer.outgoing, layer.consumer_bias, strict=True):
+                if bias is not None:
+                    bias.add_(outgoing.folded(outgoing.param, units) @ mean)
+        for incoming in layer.incoming:
+            self._redraw(incoming, units)
+        for part in [*layer.incoming_bias, *layer.outgoing]:
+            index = part.indices(units)
+            part.param.index_fill_(part.dim, index, 0.0)
+            reset_optimizer_state(self.optimizer, part.param, index, part.dim)
+        for norm in layer.norms:
+            _reset_norm(norm, units)
+        state.utility[units] = 0.0
+        state.mean[units] = 0.0
+        state.age[units] = 0
+        state.replaced += units.numel()
+
+    def _redraw(self, part: ParamSlice, units: Tensor) -> None:
+        index = part.indices(units)
+        shape = list(part.param.shape)
+        shape[part.dim] = index.numel()
+        if self.init == "default":
+            fresh = torch.rand(shape, generator=self.generator, dtype=part.param.dtype)
+            fresh = (fresh * 2 - 1) * part.init_bound
+        else:
+            fresh = torch.randn(shape, generator=self.generator, dtype=part.param.dtype)
+            fresh = fresh * math.sqrt(2.0 / part.fan_in)
+        part.param.index_copy_(part.dim, index, fresh.to(part.param.device))
+        reset_optimizer_state(self.optimizer, part.param, index, part.dim)
+
+
+def _abs_sum(parts: list[ParamSlice], units: int) -> Tensor:
+    return sum(part.abs_sum_per_unit(units) for part in parts)
+
+
+def _reset_norm(norm: nn.Module, units: Tensor) -> None:
+    """Give the replaced units' entries of a norm layer their initial values."""
+    if getattr(norm, "weight", None) is not None:
+        norm.weight[units] = 1.0
+    if getattr(norm, "bias", None) is not None:
+        norm.bias[units] = 0.0
+    if getattr(norm, "running_mean", None) is not None:
+        norm.running_mean[units] = 0.0
+        norm.running_var[units] = 1.0
