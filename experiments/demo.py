@@ -24,9 +24,10 @@ def run_one(model: str, seed: int) -> dict:
     """One Sacred run in this worker process; returns what the table needs."""
     from sacred.observers import FileStorageObserver
 
-    from experiments.parity import ex, runs_root
+    from experiments._runs import runs_root
+    from experiments.parity import ex
 
-    ex.observers.append(FileStorageObserver(str(runs_root())))
+    ex.observers.append(FileStorageObserver(str(runs_root("parity"))))
     run = ex.run(named_configs=["demo", model], config_updates={"seed": seed})
     return {
         "model": model,

@@ -15,19 +15,18 @@ entries for each split at the end of the run.
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from sacred import Experiment
-from sacred.observers import FileStorageObserver
 from sacred.utils import apply_backspaces_and_linefeeds
 from torch import Tensor
 
+from experiments import _runs
 from experiments._config import check
+from experiments._runs import checkpoint_path, run_directory
 from ponderlife import (
     ACT,
     FixedDepth,
@@ -253,18 +252,6 @@ def by_nonzero(results: dict[str, Tensor], nonzero: Tensor) -> dict[str, dict[st
     }
 
 
-def run_directory(run) -> Path | None:
-    for observer in run.observers:
-        if isinstance(observer, FileStorageObserver):
-            return Path(observer.dir)
-    return None
-
-
-def resolve_checkpoint(path: str) -> Path:
-    path = Path(path)
-    return path / "checkpoint.pt" if path.is_dir() else path
-
-
 @ex.main
 def main(_config: dict, _run, seed: int) -> dict:
     cfg = dict(_config)
@@ -282,7 +269,7 @@ def main(_config: dict, _run, seed: int) -> dict:
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg["learning_rate"])
     start = 0
     if cfg["resume_from"] is not None:
-        state = load_checkpoint(resolve_checkpoint(cfg["resume_from"]))
+        state = load_checkpoint(checkpoint_path(cfg["resume_from"]))
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         restore_rng_states(state["rng"], train=train_generator, halting=halting_generator)
@@ -364,23 +351,5 @@ def main(_config: dict, _run, seed: int) -> dict:
     return final
 
 
-def runs_root() -> Path:
-    return Path(os.environ.get("PONDERLIFE_RUNS", "runs")) / "parity"
-
-
-def resume(run_dir: str):
-    """Start a new run with the stored config of ``run_dir`` and its last checkpoint."""
-    import json
-
-    config = json.loads((Path(run_dir) / "config.json").read_text())
-    config.pop("resume_from", None)
-    ex.observers.append(FileStorageObserver(str(runs_root())))
-    return ex.run(config_updates={**config, "resume_from": str(run_dir)})
-
-
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "resume":
-        resume(sys.argv[2])
-    else:
-        ex.observers.append(FileStorageObserver(str(runs_root())))
-        ex.run_commandline()
+    _runs.main(ex)

@@ -42,8 +42,13 @@ import torch
 from torch import Tensor, nn
 
 from ponderlife._checks import check_choice, check_int, check_range
-from ponderlife.optim import reset_optimizer_state
-from ponderlife.units import ParamSlice, UnitLayer, find_unit_layers
+from ponderlife.units import (
+    ActivationRecorder,
+    ParamSlice,
+    UnitLayer,
+    find_unit_layers,
+    reinitialise_units,
+)
 
 UTILITIES: tuple[str, ...] = (
     "contribution",
@@ -118,28 +123,15 @@ class ContinualBackprop(nn.Module):
         self.states = nn.ModuleDict(
             {self._key(layer.name): _UnitState(layer.size) for layer in self.layers}
         )
-        self._records: dict[str, list[Tensor]] = {layer.name: [] for layer in self.layers}
-        self._hooks = [
-            layer.activation.register_forward_hook(self._recorder(layer.name))
-            for layer in self.layers
-        ]
+        self.recorder = ActivationRecorder(self.layers)
 
     @staticmethod
     def _key(name: str) -> str:
         return name.replace(".", "__") or "root"
 
-    def _recorder(self, name: str):
-        def record(module: nn.Module, inputs, output: Tensor) -> None:
-            if module.training:
-                self._records[name].append(output.detach())
-
-        return record
-
     def remove(self) -> None:
         """Detach the recording hooks from the model."""
-        for hook in self._hooks:
-            hook.remove()
-        self._hooks = []
+        self.recorder.remove()
 
     @property
     def replacements(self) -> dict[str, int]:
@@ -161,7 +153,7 @@ class ContinualBackprop(nn.Module):
         replaced = {}
         for layer in self.layers:
             state = self.states[self._key(layer.name)]
-            records, self._records[layer.name] = self._records[layer.name], []
+            records = self.recorder.pop(layer.name)
             if not records:
                 raise RuntimeError(
                     f"no training forward recorded for unit layer {layer.name!r} since the "
@@ -231,50 +223,17 @@ class ContinualBackprop(nn.Module):
         return torch.topk(ranked, number, largest=False).indices
 
     def _replace(self, layer: UnitLayer, state: _UnitState, units: Tensor) -> None:
+        mean = None
         if self.bias_transfer:
-            mean = (state.mean[units] / self._bias_correction(state.age[units])).to(
-                state.mean.dtype
-            )
-            for outgoing, bias in zip(layer.outgoing, layer.consumer_bias, strict=True):
-                if bias is not None:
-                    bias.add_(outgoing.folded(outgoing.param, units) @ mean)
-        for incoming in layer.incoming:
-            self._redraw(incoming, units)
-        for part in [*layer.incoming_bias, *layer.outgoing]:
-            index = part.indices(units)
-            part.param.index_fill_(part.dim, index, 0.0)
-            reset_optimizer_state(self.optimizer, part.param, index, part.dim)
-        for norm in layer.norms:
-            _reset_norm(norm, units)
+            mean = state.mean[units] / self._bias_correction(state.age[units])
+        reinitialise_units(
+            layer, units, self.optimizer, init=self.init, generator=self.generator, mean=mean
+        )
         state.utility[units] = 0.0
         state.mean[units] = 0.0
         state.age[units] = 0
         state.replaced += units.numel()
 
-    def _redraw(self, part: ParamSlice, units: Tensor) -> None:
-        index = part.indices(units)
-        shape = list(part.param.shape)
-        shape[part.dim] = index.numel()
-        if self.init == "default":
-            fresh = torch.rand(shape, generator=self.generator, dtype=part.param.dtype)
-            fresh = (fresh * 2 - 1) * part.init_bound
-        else:
-            fresh = torch.randn(shape, generator=self.generator, dtype=part.param.dtype)
-            fresh = fresh * math.sqrt(2.0 / part.fan_in)
-        part.param.index_copy_(part.dim, index, fresh.to(part.param.device))
-        reset_optimizer_state(self.optimizer, part.param, index, part.dim)
-
 
 def _abs_sum(parts: list[ParamSlice], units: int) -> Tensor:
     return sum(part.abs_sum_per_unit(units) for part in parts)
-
-
-def _reset_norm(norm: nn.Module, units: Tensor) -> None:
-    """Give the replaced units' entries of a norm layer their initial values."""
-    if getattr(norm, "weight", None) is not None:
-        norm.weight[units] = 1.0
-    if getattr(norm, "bias", None) is not None:
-        norm.bias[units] = 0.0
-    if getattr(norm, "running_mean", None) is not None:
-        norm.running_mean[units] = 0.0
-        norm.running_var[units] = 1.0

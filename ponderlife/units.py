@@ -20,10 +20,13 @@ their layers explicitly.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+
+from ponderlife.optim import reset_optimizer_state
 
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.ELU, nn.SiLU, nn.SELU)
 PRODUCERS = (nn.Linear, nn.Conv2d)
@@ -201,3 +204,82 @@ def find_unit_layers(model: nn.Module) -> list[UnitLayer]:
     if len(set(names)) != len(names):
         raise ValueError(f"unit layer names must be unique, got {names}")
     return layers
+
+
+class ActivationRecorder:
+    """Forward hooks on each layer's activation module that only *record* its output, and
+    only in training mode; whoever owns the recorder takes the records with :meth:`pop`."""
+
+    def __init__(self, layers: Sequence[UnitLayer]):
+        self._records: dict[str, list[Tensor]] = {layer.name: [] for layer in layers}
+        self._hooks = [
+            layer.activation.register_forward_hook(self._recorder(layer.name)) for layer in layers
+        ]
+
+    def _recorder(self, name: str):
+        def record(module: nn.Module, inputs, output: Tensor) -> None:
+            if module.training:
+                self._records[name].append(output.detach())
+
+        return record
+
+    def pop(self, name: str) -> list[Tensor]:
+        """The activations recorded for layer ``name`` since the last pop (oldest first)."""
+        records, self._records[name] = self._records[name], []
+        return records
+
+    def remove(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+
+
+@torch.no_grad()
+def reinitialise_units(
+    layer: UnitLayer,
+    units: Tensor,
+    optimizer: torch.optim.Optimizer | None,
+    *,
+    init: str = "default",
+    generator: torch.Generator | None = None,
+    mean: Tensor | None = None,
+) -> None:
+    """Give ``units`` of ``layer`` fresh incoming weights and silence them.
+
+    If ``mean`` (their mean activations, one per unit) is given, each consumer's bias first
+    absorbs ``W_next[:, i]·mean_i`` so the consumers' output on the mean activation is kept.
+    Then incoming weights are redrawn (``init``: ``"default"`` = U(±init_bound), the layer's
+    PyTorch initialisation; ``"kaiming"`` = N(0, 2/fan_in)), incoming biases and outgoing
+    weights are zeroed (after the redraw, so a recurrent unit's self-weight ends at 0),
+    norm statistics are reset, and the optimizer state of every touched slice is cleared.
+    """
+    if mean is not None:
+        for outgoing, bias in zip(layer.outgoing, layer.consumer_bias, strict=True):
+            if bias is not None:
+                bias.add_(outgoing.folded(outgoing.param, units) @ mean.to(bias.dtype))
+    for part in layer.incoming:
+        index = part.indices(units)
+        shape = list(part.param.shape)
+        shape[part.dim] = index.numel()
+        if init == "default":
+            fresh = torch.rand(shape, generator=generator, dtype=part.param.dtype)
+            fresh = (fresh * 2 - 1) * part.init_bound
+        else:
+            fresh = torch.randn(shape, generator=generator, dtype=part.param.dtype)
+            fresh = fresh * math.sqrt(2.0 / part.fan_in)
+        part.param.index_copy_(part.dim, index, fresh.to(part.param.device))
+        if optimizer is not None:
+            reset_optimizer_state(optimizer, part.param, index, part.dim)
+    for part in [*layer.incoming_bias, *layer.outgoing]:
+        index = part.indices(units)
+        part.param.index_fill_(part.dim, index, 0.0)
+        if optimizer is not None:
+            reset_optimizer_state(optimizer, part.param, index, part.dim)
+    for norm in layer.norms:
+        if getattr(norm, "weight", None) is not None:
+            norm.weight[units] = 1.0
+        if getattr(norm, "bias", None) is not None:
+            norm.bias[units] = 0.0
+        if getattr(norm, "running_mean", None) is not None:
+            norm.running_mean[units] = 0.0
+            norm.running_var[units] = 1.0

@@ -1,0 +1,266 @@
+"""Plasticity baselines, built and timed like :class:`~ponderlife.ContinualBackprop`.
+
+Per-step methods expose ``step()``, called after ``optimizer.step()``; task-boundary
+methods expose ``task_boundary()``. The weight-space regularisers here act *decoupled*
+(directly on the weights after the optimizer step, as AdamW does), so they behave the
+same under SGD and Adam; ``penalty()`` gives the coupled loss-term form where the
+literature uses it. Defaults are the references' (continual-backprop.md).
+
+=================  ====================================================================
+``L2``             θ ← (1 − weight_decay)·θ each step (reference: 1e-4).
+``ShrinkPerturb``  θ ← (1 − shrink)·θ + N(0, noise_std²) each step (Ash & Adams 2020;
+                   reference here: shrink 1e-4, σ 1e-5).
+``L2Init``         θ ← θ − strength·(θ − θ₀) each step; ``penalty()`` = strength·‖θ − θ₀‖²
+                   (Kumar et al. 2023).
+``ReDo``           every ``every`` steps, units with τ-dormant score ≤ τ get fresh incoming
+                   weights, zero outgoing weights and zero optimizer moments (Sokar et al.
+                   2023: τ = 0.1; F = 1000 here).
+``UPGD``           an optimizer: utility-gated perturbed gradient descent (Elsayed &
+                   Mahmood, ICLR 2024: lr 1e-5, weight decay 1e-3, β_u 0.999, σ 1e-3).
+``HeadReset``      re-initialise the output head at each task boundary.
+``FullReset``      re-initialise the whole network at each task boundary.
+=================  ====================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ponderlife._checks import check_choice, check_int, check_range
+from ponderlife.diagnostics import tau_dormant_scores
+from ponderlife.units import ActivationRecorder, UnitLayer, find_unit_layers, reinitialise_units
+
+
+def _parameters(model: nn.Module) -> list[nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+class L2:
+    """Decoupled weight decay: θ ← (1 − weight_decay)·θ after every optimizer step."""
+
+    def __init__(self, model: nn.Module, *, weight_decay: float = 1e-4):
+        self.weight_decay = check_range("weight_decay", weight_decay, 0.0, 1.0)
+        self.params = _parameters(model)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        torch._foreach_mul_(self.params, 1 - self.weight_decay)
+
+    def penalty(self) -> Tensor:
+        """The coupled form, ``weight_decay/2 · ‖θ‖²``, to add to the loss instead."""
+        return 0.5 * self.weight_decay * sum(p.pow(2).sum() for p in self.params)
+
+
+class ShrinkPerturb:
+    """θ ← (1 − shrink)·θ + ε, ε ~ N(0, noise_std²), after every optimizer step."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        shrink: float = 1e-4,
+        noise_std: float = 1e-5,
+        generator: torch.Generator | None = None,
+    ):
+        self.shrink = check_range("shrink", shrink, 0.0, 1.0)
+        self.noise_std = check_range("noise_std", noise_std, 0.0)
+        self.generator = generator
+        self.params = _parameters(model)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for p in self.params:
+            noise = torch.randn(p.shape, generator=self.generator, dtype=p.dtype)
+            p.mul_(1 - self.shrink).add_(noise.to(p.device), alpha=self.noise_std)
+
+
+class L2Init:
+    """Regularise towards the initial weights θ₀ (captured at construction)."""
+
+    def __init__(self, model: nn.Module, *, strength: float = 1e-2):
+        self.strength = check_range("strength", strength, 0.0, 1.0)
+        self.params = _parameters(model)
+        self.initial = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for p, p0 in zip(self.params, self.initial, strict=True):
+            p.sub_(p - p0, alpha=self.strength)
+
+    def penalty(self) -> Tensor:
+        """The coupled form, ``strength · ‖θ − θ₀‖²``, to add to the loss instead."""
+        return self.strength * sum(
+            (p - p0).pow(2).sum() for p, p0 in zip(self.params, self.initial, strict=True)
+        )
+
+    def state_dict(self) -> dict:
+        return {"initial": [p.clone() for p in self.initial]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.initial = [p.clone() for p in state["initial"]]
+
+
+class ReDo:
+    """Recycle dormant units (Sokar et al. 2023) every ``every`` steps.
+
+    A unit is τ-dormant when its mean |activation| on the latest recorded training batch,
+    divided by the layer's mean over units, is ≤ ``tau``. Such units get fresh incoming
+    weights (``init`` as in :class:`~ponderlife.ContinualBackprop`), zero outgoing
+    weights, and their optimizer state is zeroed. Units are found as for continual
+    backprop, or given as ``units``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | None,
+        *,
+        tau: float = 0.1,
+        every: int = 1000,
+        init: str = "default",
+        units: Sequence[UnitLayer] | None = None,
+        generator: torch.Generator | None = None,
+    ):
+        self.tau = check_range("tau", tau, 0.0)
+        self.every = check_int("every", every, 1)
+        self.init = check_choice("init", init, ("default", "kaiming"))
+        self.optimizer = optimizer
+        self.generator = generator
+        self.layers = list(units) if units is not None else find_unit_layers(model)
+        self.recorder = ActivationRecorder(self.layers)
+        self.steps = 0
+        self.replaced = {layer.name: 0 for layer in self.layers}
+
+    @torch.no_grad()
+    def step(self) -> dict[str, int]:
+        """Count a step; on every ``every``-th, recycle the τ-dormant units. Returns the
+        units recycled now, per layer."""
+        self.steps += 1
+        recycled = {}
+        for layer in self.layers:
+            records = self.recorder.pop(layer.name)
+            recycled[layer.name] = 0
+            if self.steps % self.every or not records:
+                continue
+            units = torch.nonzero(tau_dormant_scores(records[-1]) <= self.tau).flatten()
+            if units.numel():
+                reinitialise_units(
+                    layer, units, self.optimizer, init=self.init, generator=self.generator
+                )
+            recycled[layer.name] = int(units.numel())
+            self.replaced[layer.name] += int(units.numel())
+        return recycled
+
+    def remove(self) -> None:
+        self.recorder.remove()
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps, "replaced": dict(self.replaced)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps = int(state["steps"])
+        self.replaced = {name: int(count) for name, count in state["replaced"].items()}
+
+
+class UPGD(torch.optim.Optimizer):
+    """Utility-gated perturbed gradient descent, global first-order variant.
+
+    Per weight, the utility is a running average (β_u) of ``−g·θ`` (first-order estimate
+    of the loss increase if the weight were removed). It is bias-corrected, divided by the
+    largest running utility over all parameters, and squashed: ``s = sigmoid(û / max u)``
+    (s = 1/2 everywhere while no utility is positive).
+    Useful weights (s → 1) are protected; the rest get gradient plus noise:
+
+        θ ← (1 − lr·weight_decay)·θ − lr·(g + ξ)·(1 − s),  ξ ~ N(0, σ²).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict],
+        lr: float = 1e-5,
+        weight_decay: float = 1e-3,
+        beta_utility: float = 0.999,
+        sigma: float = 1e-3,
+        generator: torch.Generator | None = None,
+    ):
+        check_range("lr", lr, 0.0)
+        check_range("weight_decay", weight_decay, 0.0)
+        check_range("beta_utility", beta_utility, 0.0, 1.0, high_inclusive=False)
+        check_range("sigma", sigma, 0.0)
+        defaults = {
+            "lr": lr,
+            "weight_decay": weight_decay,
+            "beta_utility": beta_utility,
+            "sigma": sigma,
+        }
+        super().__init__(params, defaults)
+        self.generator = generator
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        active = [
+            (group, p) for group in self.param_groups for p in group["params"] if p.grad is not None
+        ]
+        largest = None
+        for group, p in active:
+            state = self.state[p]
+            if not state:
+                state["step"] = 0
+                state["avg_utility"] = torch.zeros_like(p)
+            state["step"] += 1
+            beta = group["beta_utility"]
+            state["avg_utility"].mul_(beta).add_(-p.grad * p, alpha=1 - beta)
+            peak = state["avg_utility"].max()
+            largest = peak if largest is None else torch.maximum(largest, peak)
+        # With no positive utility anywhere (e.g. the first step from zero gradients) no
+        # weight is more useful than another: every gate is sigmoid(0) = 1/2, not 0/0.
+        scale = 1 / largest if largest is not None and largest > 0 else 0.0
+        for group, p in active:
+            state = self.state[p]
+            correction = 1 - group["beta_utility"] ** state["step"]
+            gate = torch.sigmoid(state["avg_utility"] / correction * scale)
+            noise = torch.randn(p.shape, generator=self.generator, dtype=p.dtype).to(p.device)
+            p.mul_(1 - group["lr"] * group["weight_decay"])
+            p.add_((p.grad + group["sigma"] * noise) * (1 - gate), alpha=-group["lr"])
+        return loss
+
+
+def _reset_modules(module: nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
+    with torch.no_grad():
+        for sub in module.modules():
+            if hasattr(sub, "reset_parameters"):
+                sub.reset_parameters()
+    if optimizer is not None:
+        for p in module.parameters():
+            optimizer.state.pop(p, None)
+
+
+class HeadReset:
+    """Re-initialise ``head`` (e.g. the output layer) and drop its optimizer state at each
+    task boundary."""
+
+    def __init__(self, head: nn.Module, optimizer: torch.optim.Optimizer | None = None):
+        self.head = head
+        self.optimizer = optimizer
+
+    def task_boundary(self) -> None:
+        _reset_modules(self.head, self.optimizer)
+
+
+class FullReset:
+    """Re-initialise the whole model and drop all optimizer state at each task boundary:
+    training from scratch on every task, the reference point for full plasticity."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None):
+        self.model = model
+        self.optimizer = optimizer
+
+    def task_boundary(self) -> None:
+        _reset_modules(self.model, self.optimizer)

@@ -1,0 +1,114 @@
+"""The bit-flipping stream and its Sacred experiment."""
+
+import json
+
+import pytest
+import torch
+from sacred.observers import FileStorageObserver
+
+from experiments.bit_flipping import ex
+from ponderlife.tasks import BitFlippingStream
+
+
+def test_target_is_the_threshold_network_of_the_reference():
+    stream = BitFlippingStream(num_slow=3, num_random=2, num_features=4, seed=0)
+    x = torch.randint(0, 2, (50, 5), generator=torch.Generator().manual_seed(1)).float()
+    m = 5
+    expected = []
+    for row in x.tolist():
+        total = float(stream.out_bias)
+        for i in range(4):
+            w, b = stream.weight[i].tolist(), float(stream.bias[i])
+            negatives = (m - sum(w) + b) / 2
+            pre = sum(wj * xj for wj, xj in zip(w, row, strict=True)) + b
+            total += float(stream.out_weight[0, i]) * (pre > 0.7 * (m + 1) - negatives)
+        expected.append([total])
+    torch.testing.assert_close(stream.target(x), torch.tensor(expected))
+    assert set(stream.weight.unique().tolist()) == {-1.0, 1.0}
+
+
+@pytest.mark.parametrize("flip", ["one", "all"])
+def test_slow_bits_change_only_at_period_boundaries(flip):
+    stream = BitFlippingStream(period=4, flip=flip, seed=3)
+    batch = stream.next(40)
+    slow = batch.x[:, :15]
+    for start in range(0, 40, 4):
+        assert (slow[start : start + 4] == slow[start]).all()
+    changes = [(slow[s] != slow[s - 4]).sum().item() for s in range(4, 40, 4)]
+    if flip == "one":
+        assert changes == [1] * 9
+    else:
+        assert max(changes) > 1
+    assert batch.step.tolist() == list(range(40))
+
+
+def test_stream_is_seeded_chunk_independent_and_restorable():
+    whole = BitFlippingStream(period=7, seed=5).next(30)
+    stream = BitFlippingStream(period=7, seed=5)
+    first = stream.next(11)
+    saved = stream.state_dict()
+    rest = stream.next(19)
+    torch.testing.assert_close(torch.cat([first.x, rest.x]), whole.x)
+    restored = BitFlippingStream(period=7, seed=5)
+    restored.load_state_dict(saved)
+    torch.testing.assert_close(restored.next(19).x, rest.x)
+    other = BitFlippingStream(period=7, seed=6).next(30)
+    assert not torch.equal(other.x, whole.x)
+
+
+def test_bad_stream_arguments_name_the_argument():
+    with pytest.raises(ValueError, match="flip must be one of 'one', 'all'"):
+        BitFlippingStream(flip="some")
+    with pytest.raises(ValueError, match="period"):
+        BitFlippingStream(period=0)
+
+
+TINY = {"examples": 60, "bin_size": 20, "probe_size": 16, "period": 25, "seed": 3}
+
+
+@pytest.fixture
+def observed(tmp_path):
+    observer = FileStorageObserver(str(tmp_path / "runs"))
+    ex.observers.append(observer)
+    yield tmp_path / "runs"
+    ex.observers.remove(observer)
+
+
+@pytest.mark.parametrize(
+    "named", ["bp", "cbp", "l2", "shrink_perturb", "l2_init", "redo", "upgd", "linear"]
+)
+def test_every_method_runs_and_logs_binned_error(observed, named):
+    updates = {**TINY, "maturity_threshold": 5, "replacement_rate": 0.05, "redo_every": 10}
+    run = ex.run(named_configs=[named], config_updates=updates)
+    metrics = json.loads((observed / str(run._id) / "metrics.json").read_text())
+    assert metrics["stream.squared_error"]["steps"] == [20, 40, 60]
+    assert "model.weight_magnitude" in metrics
+    if named != "linear":
+        assert len(metrics["probe.effective_rank"]["values"]) == 3
+    if named == "cbp":
+        assert metrics["method.units_replaced"]["values"][-1] > 0
+
+
+def test_resumed_cbp_run_ends_like_an_uninterrupted_one(observed):
+    updates = {**TINY, "maturity_threshold": 5, "replacement_rate": 0.05}
+    whole = ex.run(named_configs=["cbp"], config_updates=updates)
+    half = ex.run(named_configs=["cbp"], config_updates={**updates, "examples": 40})
+    resumed = ex.run(
+        named_configs=["cbp"],
+        config_updates={**updates, "resume_from": str(observed / str(half._id))},
+    )
+    assert resumed.result["last_bin_error"] == whole.result["last_bin_error"]
+
+
+@pytest.mark.parametrize(
+    ("updates", "message"),
+    [
+        ({"method": "sgd"}, "config 'method' must be one of"),
+        ({"replacement_rate": 2.0}, r"config 'replacement_rate' must be in \[0, 1\]"),
+        ({"activation": "linear", "method": "cbp"}, "needs hidden units"),
+        ({"decay_rate": 1.0}, r"config 'decay_rate' must be in \[0, 1\)"),
+    ],
+)
+def test_invalid_config_stops_before_training(updates, message):
+    with pytest.raises(ValueError, match=message):
+        ex.run(config_updates={**TINY, **updates})
