@@ -36,6 +36,7 @@ format: $(STAMP)
 
 benchmark: $(STAMP)
 	PYTHONUNBUFFERED=1 $(BIN)/python -m experiments.benchmarks.pondernet_unroll
+	PYTHONUNBUFFERED=1 $(BIN)/python -m experiments.benchmarks.cbp_cost
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -166,20 +166,22 @@ class ContinualBackprop(nn.Module):
             replaced[layer.name] = int(units.numel())
         return replaced
 
-    def _weights(self, name: str, records: list[Tensor], step_weights: Tensor | None) -> Tensor:
-        """(R, B, 1) weights summing to 1 over recorded forwards and samples."""
+    def _weights(
+        self, name: str, records: list[Tensor], step_weights: Tensor | None
+    ) -> Tensor | None:
+        """(R, B, 1) weights summing to 1 over recorded forwards and samples; None means
+        uniform (a plain mean)."""
         if step_weights is None:
-            sizes = {r.shape[0] for r in records}
-            if len(sizes) != 1:
+            if len({r.shape[0] for r in records}) > 1:
+                sizes = [r.shape[0] for r in records]
                 raise ValueError(f"layer {name!r} recorded forwards of batch sizes {sizes}")
-            weights = torch.ones(len(records), records[0].shape[0], device=records[0].device)
-        else:
-            if step_weights.shape[0] != len(records):
-                raise ValueError(
-                    f"step_weights has {step_weights.shape[0]} rows but layer {name!r} "
-                    f"recorded {len(records)} forwards"
-                )
-            weights = step_weights.detach().to(records[0].dtype)
+            return None
+        if step_weights.shape[0] != len(records):
+            raise ValueError(
+                f"step_weights has {step_weights.shape[0]} rows but layer {name!r} "
+                f"recorded {len(records)} forwards"
+            )
+        weights = step_weights.detach().to(records[0].dtype)
         return (weights / weights.sum()).unsqueeze(-1)
 
     def _update_utility(
@@ -190,15 +192,22 @@ class ContinualBackprop(nn.Module):
         step_weights: Tensor | None,
     ) -> None:
         decay = self.decay_rate
-        activations = torch.stack([_per_unit(r) for r in records])  # (R, B, units)
+        if len(records) == 1:
+            activations = _per_unit(records[0]).unsqueeze(0)  # (R = 1, B, units)
+        else:
+            activations = torch.stack([_per_unit(r) for r in records])  # (R, B, units)
         weights = self._weights(layer.name, records, step_weights)
-        state.age += 1
-        state.mean.mul_(decay).add_((weights * activations).sum((0, 1)), alpha=1 - decay)
+
+        def average(values: Tensor) -> Tensor:
+            return values.mean((0, 1)) if weights is None else (weights * values).sum((0, 1))
+
+        state.age.add_(1)  # in place: += on a module attribute goes through __setattr__
+        state.mean.mul_(decay).add_(average(activations), alpha=1 - decay)
         if self.utility_kind == "contribution":
-            magnitude = (weights * activations.abs()).sum((0, 1))
+            magnitude = average(activations.abs())
         else:
             mean = state.mean / self._bias_correction(state.age)
-            magnitude = (weights * (activations - mean).abs()).sum((0, 1))
+            magnitude = average((activations - mean).abs())
         contribution = magnitude * _abs_sum(layer.outgoing, layer.size)
         if self.utility_kind == "adaptable_contribution":
             tiny = torch.finfo(contribution.dtype).tiny
@@ -213,11 +222,11 @@ class ContinualBackprop(nn.Module):
         count = int(eligible.sum())
         if count == 0 or self.replacement_rate == 0:
             return torch.empty(0, dtype=torch.long, device=state.age.device)
-        state.accumulator += self.replacement_rate * count
+        state.accumulator.add_(self.replacement_rate * count)
         number = min(int(state.accumulator), count)
         if number == 0:
             return torch.empty(0, dtype=torch.long, device=state.age.device)
-        state.accumulator -= number
+        state.accumulator.sub_(number)
         corrected = state.utility / self._bias_correction(state.age).to(state.utility.dtype)
         ranked = torch.where(eligible, corrected, torch.full_like(corrected, math.inf))
         return torch.topk(ranked, number, largest=False).indices
@@ -232,7 +241,7 @@ class ContinualBackprop(nn.Module):
         state.utility[units] = 0.0
         state.mean[units] = 0.0
         state.age[units] = 0
-        state.replaced += units.numel()
+        state.replaced.add_(units.numel())
 
 
 def _abs_sum(parts: list[ParamSlice], units: int) -> Tensor:

@@ -391,3 +391,15 @@ def test_conv_channels_feeding_a_linear_through_flatten():
     assert (model[4].weight[:, unit * 16 : (unit + 1) * 16] == 0).all()
     assert model[0].bias[unit] == 0
     assert model[1].running_mean[unit] == 0 and model[1].running_var[unit] == 1
+
+
+@pytest.mark.parametrize(
+    ("shape", "dim"),
+    [((7, 5), 0), ((7, 5), 1), ((3, 4, 2, 2), 1), ((600, 1000), 1), ((900, 700), 0)],
+)
+def test_chunked_weight_magnitude_sums_equal_the_direct_sum(shape, dim):
+    from ponderlife.units import abs_sum_along
+
+    tensor = torch.randn(shape, dtype=torch.float64)
+    others = [d for d in range(len(shape)) if d != dim]
+    torch.testing.assert_close(abs_sum_along(tensor, dim), tensor.abs().sum(dim=others))
