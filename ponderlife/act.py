@@ -21,7 +21,13 @@ import torch
 from torch import Tensor, nn
 
 from ponderlife._checks import check_int, check_range
-from ponderlife.halting import Reduction, TaskLoss, reduce
+from ponderlife.halting import (
+    Reduction,
+    TaskLoss,
+    expected_steps,
+    reduce,
+    weighted_over_steps,
+)
 from ponderlife.steps import StepFunction
 
 
@@ -80,8 +86,6 @@ class ACT(nn.Module):
             if not bool(running.any()):
                 break
         predictions_t, weights_t = torch.stack(predictions), torch.stack(weights)
-        shaped = weights_t.reshape(*weights_t.shape, *([1] * (predictions_t.dim() - 2)))
-        steps = torch.arange(1, len(weights) + 1, dtype=weights_t.dtype, device=x.device)
         return ACTOutput(
             predictions=predictions_t,
             halting_probs=torch.stack(halting_probs),
@@ -89,8 +93,8 @@ class ACT(nn.Module):
             halting_step=halting_step,
             remainder=remainder,
             ponder_cost=halting_step.to(remainder.dtype) + remainder,
-            prediction=(shaped * predictions_t).sum(0),
-            expected_steps=(weights_t * steps[:, None]).sum(0),
+            prediction=weighted_over_steps(weights_t, predictions_t),
+            expected_steps=expected_steps(weights_t),
         )
 
 

@@ -174,6 +174,18 @@ def kl_to_geometric(
     return (log_q.exp() * (log_q - log_p.clamp_min(floor))).sum(0)
 
 
+def weighted_over_steps(weights: Tensor, values: Tensor) -> Tensor:
+    """Σ_n w_n · values_n for weights (N, B) and values (N, B, ...): shape (B, ...)."""
+    shaped = weights.reshape(*weights.shape, *([1] * (values.dim() - 2)))
+    return (shaped * values).sum(0)
+
+
+def expected_steps(weights: Tensor) -> Tensor:
+    """Σ_n n · w_n (steps counted from 1) for weights (N, B): shape (B,)."""
+    steps = torch.arange(1, weights.shape[0] + 1, dtype=weights.dtype, device=weights.device)
+    return weighted_over_steps(weights, steps[:, None].expand_as(weights))
+
+
 class PonderLoss(NamedTuple):
     """The PonderNet objective and its parts, reduced the same way (see ``reduction``)."""
 
@@ -250,11 +262,9 @@ def ponder_loss(
     losses = per_step_task_loss(output.predictions, target, task_loss)
     reconstruction = (output.p * losses).sum(0)
     regularisation = kl_to_geometric(output.p, lambda_p, direction=direction, log_p=output.log_p)
-    steps = torch.arange(1, output.p.shape[0] + 1, dtype=output.p.dtype, device=output.p.device)
-    expected_steps = (output.p * steps[:, None]).sum(0)
     return PonderLoss(
         total=reduce(reconstruction + beta * regularisation, reduction),
         reconstruction=reduce(reconstruction, reduction),
         regularisation=reduce(regularisation, reduction),
-        expected_steps=reduce(expected_steps, reduction),
+        expected_steps=reduce(expected_steps(output.p), reduction),
     )

@@ -35,7 +35,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ponderlife._checks import check_choice, check_int, check_range
-from ponderlife.halting import TRUNCATIONS, Truncation, log_halting_distribution
+from ponderlife.halting import (
+    TRUNCATIONS,
+    Truncation,
+    expected_steps,
+    log_halting_distribution,
+    weighted_over_steps,
+)
 from ponderlife.steps import StepFunction
 
 HaltingMode = Literal["sample", "threshold", "expected"]
@@ -191,10 +197,8 @@ class PonderNet(nn.Module):
             logits, truncation=self.truncation, from_logits=True, lengths=lengths
         )
         p = log_p.exp()
-        steps = torch.arange(1, p.shape[0] + 1, device=p.device, dtype=p.dtype)
         if self.halting == "expected":
-            weights = p.reshape(*p.shape, *([1] * (predictions.dim() - 2)))
-            prediction = (weights * predictions).sum(0)
+            prediction = weighted_over_steps(p, predictions)
         else:
             index = (halting_step - 1).reshape(1, -1, *([1] * (predictions.dim() - 2)))
             prediction = predictions.gather(0, index.expand(1, *predictions.shape[1:]))[0]
@@ -205,7 +209,7 @@ class PonderNet(nn.Module):
             log_p=log_p,
             halting_step=halting_step,
             prediction=prediction,
-            expected_steps=(p * steps[:, None]).sum(0),
+            expected_steps=expected_steps(p),
         )
 
 

@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-from sacred.observers import FileStorageObserver
 
 from experiments.bit_flipping import ex
 from ponderlife.tasks import BitFlippingStream
@@ -67,11 +66,8 @@ TINY = {"examples": 60, "bin_size": 20, "probe_size": 16, "period": 25, "seed": 
 
 
 @pytest.fixture
-def observed(tmp_path):
-    observer = FileStorageObserver(str(tmp_path / "runs"))
-    ex.observers.append(observer)
-    yield tmp_path / "runs"
-    ex.observers.remove(observer)
+def observed(observe):
+    return observe(ex)
 
 
 @pytest.mark.parametrize(

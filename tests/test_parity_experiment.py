@@ -3,7 +3,6 @@
 import json
 
 import pytest
-from sacred.observers import FileStorageObserver
 from sacred.utils import ConfigAddedError
 
 from experiments.parity import ex
@@ -22,11 +21,8 @@ TINY = {
 
 
 @pytest.fixture
-def observed(tmp_path):
-    observer = FileStorageObserver(str(tmp_path / "runs"))
-    ex.observers.append(observer)
-    yield tmp_path / "runs"
-    ex.observers.remove(observer)
+def observed(observe):
+    return observe(ex)
 
 
 def read_run(directory):
