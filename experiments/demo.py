@@ -1,6 +1,6 @@
 """`make demo`: PonderNet versus ACT on parity at a small size, next to the paper's numbers.
 
-Runs the ``demo`` named config of :mod:`experiments.parity` for each model as its own
+Runs the ``small`` named config of :mod:`experiments.parity` for each model as its own
 Sacred run (stored under ``runs/parity/``), two at a time on a process pool, then prints a
 table. ``python -m experiments.demo --seeds 0 1 --models pondernet act fixed`` widens it.
 """
@@ -28,7 +28,7 @@ def run_one(model: str, seed: int) -> dict:
     from experiments.parity import ex
 
     ex.observers.append(FileStorageObserver(str(runs_root("parity"))))
-    run = ex.run(named_configs=["demo", model], config_updates={"seed": seed})
+    run = ex.run(named_configs=["small", model], config_updates={"seed": seed})
     return {
         "model": model,
         "seed": seed,
