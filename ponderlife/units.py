@@ -237,15 +237,23 @@ class ActivationRecorder:
     def __init__(self, layers: Sequence[UnitLayer]):
         self._records: dict[str, list[Tensor]] = {layer.name: [] for layer in layers}
         self._hooks = [
-            layer.activation.register_forward_hook(self._recorder(layer.name)) for layer in layers
+            layer.activation.register_forward_hook(self._recorder(layer.name, layer.activation))
+            for layer in layers
         ]
 
-    def _recorder(self, name: str):
+    def _recorder(self, name: str, owner: nn.Module):
+        # A deep copy of the model (LwF's teacher, say) copies this hook too; the identity
+        # check keeps the copy's forwards out of the records.
         def record(module: nn.Module, inputs, output: Tensor) -> None:
-            if module.training:
+            if module.training and module is owner:
                 self._records[name].append(output.detach())
 
         return record
+
+    def clear(self) -> None:
+        """Drop every record (e.g. before a training forward, to discard stray ones)."""
+        for name in self._records:
+            self._records[name] = []
 
     def pop(self, name: str) -> list[Tensor]:
         """The activations recorded for layer ``name`` since the last pop (oldest first)."""

@@ -1,2 +1,28 @@
-"""Avalanche adapters over the ponderlife core (plugins, the PonderNet strategy, metrics,
-streams). Filled by the Avalanche-integration issue; see strategies/README.md."""
+"""Avalanche adapters over the ponderlife core: plugins, the PonderNet strategy, metrics,
+streams and checkpoints. See strategies/README.md."""
+
+from strategies.metrics import DifficultyMetrics, PlasticityMetrics, PonderingMetrics
+from strategies.plugins import (
+    ContinualBackpropPlugin,
+    FullResetPlugin,
+    HeadResetPlugin,
+    L2InitPlugin,
+    L2Plugin,
+    ReDoPlugin,
+    ShrinkPerturbPlugin,
+)
+from strategies.template import PonderTemplate
+
+__all__ = [
+    "ContinualBackpropPlugin",
+    "DifficultyMetrics",
+    "FullResetPlugin",
+    "HeadResetPlugin",
+    "L2InitPlugin",
+    "L2Plugin",
+    "PlasticityMetrics",
+    "PonderTemplate",
+    "PonderingMetrics",
+    "ReDoPlugin",
+    "ShrinkPerturbPlugin",
+]

@@ -1,0 +1,291 @@
+"""Avalanche metrics for pondering, plasticity and difficulty, emitted once per experience.
+
+Every value is a plain float, named ``<Family>/<metric>/<phase>_phase/<stream>_stream/Exp<k>``
+like Avalanche's own metrics (``Ponder/halting_step_mean/eval_phase/test_stream/Exp002``):
+
+* :class:`PonderingMetrics` — mean and 90th-percentile halting step, expected steps,
+  entropy of the halting distribution and KL to the geometric prior, on the training
+  experience (``train_phase``) and on each evaluated experience (``eval_phase``);
+* :class:`PlasticityMetrics` — units replaced (total and per layer), dead / dormant
+  fractions, effective, approximate and stable rank, feature norm of the hidden units on a
+  fixed probe batch of the experience just trained, average weight magnitude, and the mean
+  gradient norm over the experience's updates (``train_phase``);
+* :class:`DifficultyMetrics` — for streams whose samples carry a difficulty tag
+  (``mbatch[2]``, see :mod:`strategies.streams`): mean halting step per difficulty level
+  (``Difficulty/halting_step/d<level>/...``) and its Spearman rank correlation with the
+  difficulty, per evaluated experience.
+
+Per-iteration work is one detached copy of the per-sample values; everything else happens
+at the end of an experience, so the metrics add little to a training loop.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import torch
+from avalanche.evaluation import PluginMetric
+from avalanche.evaluation.metric_results import MetricValue
+from avalanche.evaluation.metric_utils import get_metric_name
+from torch import Tensor, nn
+
+from ponderlife import diagnostics, kl_to_geometric
+from ponderlife.units import find_unit_layers
+
+__all__ = [
+    "DifficultyMetrics",
+    "PlasticityMetrics",
+    "PonderingMetrics",
+    "halting_entropy",
+    "spearman",
+]
+
+
+def halting_entropy(p: Tensor) -> Tensor:
+    """Entropy −Σ_n p_n log p_n of each column of p (N, B), in nats; 0·log 0 = 0."""
+    return -(p * torch.log(p.clamp_min(torch.finfo(p.dtype).tiny))).sum(0)
+
+
+def _ranks(values: Tensor) -> Tensor:
+    """Ranks 1..n with ties given their average rank."""
+    values = values.double()
+    _, inverse, counts = torch.unique(values, return_inverse=True, return_counts=True)
+    last = torch.cumsum(counts, 0).double()
+    return (last - (counts.double() - 1) / 2)[inverse]
+
+
+def spearman(x: Tensor, y: Tensor) -> float:
+    """Spearman rank correlation of two 1-d tensors (NaN when either is constant)."""
+    rx, ry = _ranks(x), _ranks(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denominator = float(rx.norm() * ry.norm())
+    return float((rx * ry).sum()) / denominator if denominator > 0 else math.nan
+
+
+def _emit(metric, strategy, family: str, values: dict[str, float]) -> list[MetricValue]:
+    step = strategy.clock.train_iterations
+    return [
+        MetricValue(
+            metric,
+            get_metric_name(f"{family}/{key}", strategy, add_experience=True, add_task=False),
+            float(value),
+            step,
+        )
+        for key, value in values.items()
+    ]
+
+
+def _halting_distribution(output) -> Tensor | None:
+    """(N, B) halting distribution of a PonderNet (p) or ACT (weights) output."""
+    for field in ("p", "weights"):
+        if hasattr(output, field):
+            return getattr(output, field).detach()
+    return None
+
+
+class _PerExperience(PluginMetric[dict]):
+    """Collects per-sample values during an experience (train or eval) and reduces them at
+    its end."""
+
+    family = ""
+
+    def __init__(self):
+        super().__init__()
+        self._values: dict[str, list[Tensor]] = defaultdict(list)
+
+    def reset(self) -> None:
+        self._values = defaultdict(list)
+
+    def result(self) -> dict:
+        return dict(self._values)
+
+    def _collect(self, strategy) -> None:
+        raise NotImplementedError
+
+    def _summary(self, strategy) -> dict[str, float]:
+        raise NotImplementedError
+
+    def _finish(self, strategy) -> list[MetricValue]:
+        values = self._summary(strategy) if self._values else {}
+        self.reset()
+        return _emit(self, strategy, self.family, values)
+
+    def before_training_exp(self, strategy):
+        self.reset()
+
+    def before_eval_exp(self, strategy):
+        self.reset()
+
+    def after_training_iteration(self, strategy):
+        self._collect(strategy)
+
+    def after_eval_iteration(self, strategy):
+        self._collect(strategy)
+
+    def after_training_exp(self, strategy):
+        return self._finish(strategy)
+
+    def after_eval_exp(self, strategy):
+        return self._finish(strategy)
+
+
+class PonderingMetrics(_PerExperience):
+    """Halting depth of a :class:`~strategies.PonderTemplate` (nothing for other
+    strategies). ``kl`` uses the strategy's ``lambda_p`` (forward direction)."""
+
+    family = "Ponder"
+
+    def _collect(self, strategy) -> None:
+        output = getattr(strategy, "ponder_output", None)
+        if output is None:
+            return
+        self._values["halting_step"].append(output.halting_step.detach().float())
+        self._values["expected_steps"].append(output.expected_steps.detach().float())
+        p = _halting_distribution(output)
+        if p is not None:
+            self._values["halting_entropy"].append(halting_entropy(p.float()))
+            lambda_p = getattr(strategy, "lambda_p", None)
+            if lambda_p is not None and hasattr(output, "log_p"):
+                kl = kl_to_geometric(p, lambda_p, log_p=output.log_p.detach())
+                self._values["kl"].append(kl.float())
+
+    def _summary(self, strategy) -> dict[str, float]:
+        values = {name: torch.cat(parts) for name, parts in self._values.items()}
+        halting = values.pop("halting_step")
+        summary = {
+            "halting_step_mean": float(halting.mean()),
+            "halting_step_p90": float(torch.quantile(halting, 0.9)),
+        }
+        summary.update({name: float(v.mean()) for name, v in values.items()})
+        return summary
+
+
+class DifficultyMetrics(_PerExperience):
+    """Mean halting step per difficulty level and its Spearman correlation with difficulty,
+    on evaluated experiences whose minibatches carry a difficulty tag as ``mbatch[2]``."""
+
+    family = "Difficulty"
+
+    def _collect(self, strategy) -> None:
+        output = getattr(strategy, "ponder_output", None)
+        if output is None or strategy.mbatch is None or len(strategy.mbatch) < 4:
+            return
+        self._values["difficulty"].append(strategy.mbatch[2].detach().flatten().float())
+        self._values["halting_step"].append(output.halting_step.detach().float())
+
+    def after_training_iteration(self, strategy):
+        return None  # evaluation only: the training unroll does not sample halting steps
+
+    def _summary(self, strategy) -> dict[str, float]:
+        difficulty = torch.cat(self._values["difficulty"]).cpu()
+        halting = torch.cat(self._values["halting_step"]).cpu()
+        summary = {"halting_step_spearman": spearman(difficulty, halting)}
+        for level in torch.unique(difficulty).tolist():
+            chosen = difficulty == level
+            summary[f"halting_step/d{round(level)}"] = float(halting[chosen].mean())
+        summary["difficulty_mean"] = float(difficulty.mean())
+        return summary
+
+
+class PlasticityMetrics(PluginMetric[dict]):
+    """Plasticity diagnostics after each training experience.
+
+    The probe batch is the first ``probe_size`` training samples of the experience, drawn
+    once per experience. Hidden activations are those of the unit layers continual backprop
+    manages (:func:`ponderlife.find_unit_layers`, or ``units``); for a pondering model the
+    activations of every computed step are stacked as rows. The probe forward runs in
+    evaluation mode under a forked RNG, so it changes neither the model nor the stream.
+    """
+
+    family = "Plasticity"
+
+    def __init__(self, *, probe_size: int = 256, dormant_threshold: float = 0.01, units=None):
+        super().__init__()
+        self.probe_size = probe_size
+        self.dormant_threshold = dormant_threshold
+        self.units = units
+        self._grad_norms: list[float] = []
+
+    def reset(self) -> None:
+        self._grad_norms = []
+
+    def result(self) -> dict:
+        return {"gradient_norms": list(self._grad_norms)}
+
+    def before_training_exp(self, strategy):
+        self.reset()
+
+    def after_backward(self, strategy):
+        grads = [p.grad for p in strategy.model.parameters() if p.grad is not None]
+        if grads:
+            self._grad_norms.append(
+                torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+            )
+
+    def after_training_exp(self, strategy):
+        values = self._probe(strategy)
+        values["weight_magnitude"] = diagnostics.average_weight_magnitude(strategy.model)
+        if self._grad_norms:
+            values["gradient_norm"] = float(torch.stack(self._grad_norms).mean())
+        replaced = _replacements(strategy)
+        if replaced is not None:
+            values["units_replaced"] = float(sum(replaced.values()))
+            for name, count in replaced.items():
+                values[f"units_replaced/{name.replace('.', '_') or 'root'}"] = float(count)
+        self.reset()
+        return _emit(self, strategy, self.family, values)
+
+    @torch.no_grad()
+    def _probe(self, strategy) -> dict[str, float]:
+        model: nn.Module = strategy.model
+        dataset = strategy.experience.dataset
+        size = min(self.probe_size, len(dataset))
+        x = torch.stack([dataset[i][0] for i in range(size)]).to(strategy.device)
+        try:
+            layers = self.units if self.units is not None else find_unit_layers(model)
+        except ValueError:
+            return {}
+        records: dict[str, list[Tensor]] = {layer.name: [] for layer in layers}
+        hooks = [
+            layer.activation.register_forward_hook(
+                lambda module, inputs, out, name=layer.name: records[name].append(out.detach())
+            )
+            for layer in layers
+        ]
+        was_training = model.training
+        try:
+            model.eval()
+            with torch.random.fork_rng(devices=[]):
+                model(x)
+        finally:
+            model.train(was_training)
+            for hook in hooks:
+                hook.remove()
+        features = [torch.cat(rs) for rs in records.values() if rs]
+        if not features:
+            return {}
+        # Layers are averaged: one number per diagnostic.
+        per_layer = [
+            {
+                "dead_fraction": diagnostics.dead_fraction(f),
+                "dormant_fraction": diagnostics.dormant_fraction(f, self.dormant_threshold),
+                "effective_rank": diagnostics.effective_rank(f),
+                "approximate_rank": float(diagnostics.approximate_rank(f)),
+                "stable_rank": diagnostics.stable_rank(f),
+                "feature_norm": diagnostics.feature_norm(f),
+            }
+            for f in features
+        ]
+        return {key: sum(d[key] for d in per_layer) / len(per_layer) for key in per_layer[0]}
+
+
+def _replacements(strategy) -> dict[str, int] | None:
+    """Cumulative units replaced per layer by a CBP or ReDo plugin, if one is attached."""
+    for plugin in strategy.plugins:
+        if hasattr(plugin, "replacements") and plugin.core is not None:
+            return plugin.replacements
+        core = getattr(plugin, "core", None)
+        if core is not None and hasattr(core, "replaced"):
+            return dict(core.replaced)
+    return None

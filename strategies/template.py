@@ -1,0 +1,123 @@
+"""`PonderTemplate`: Avalanche's SupervisedTemplate for pondering models.
+
+Only ``forward()`` and ``criterion()`` change. ``forward()`` keeps the model's full output
+(:class:`~ponderlife.PonderOutput`, :class:`~ponderlife.ACTOutput` or
+:class:`~ponderlife.FixedDepthOutput`) on the strategy as ``ponder_output`` and returns the
+answer's logits (the prediction at each sample's halting step), so every Avalanche metric,
+logger and plugin works unchanged. ``criterion()`` is the model's own loss in training
+(PonderNet: reconstruction + β·KL; ACT: task loss + τ·ponder cost; fixed depth: task loss)
+and the task loss of the answer in evaluation, where PonderNet's early exit leaves later
+steps uncomputed. Everything else (plugins, evaluation, checkpointing) is composed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch.nn.functional as F
+from avalanche.training.templates import SupervisedTemplate
+from torch import Tensor, nn
+
+from ponderlife import (
+    ACT,
+    ACTOutput,
+    FixedDepth,
+    PonderNet,
+    PonderOutput,
+    act_loss,
+    fixed_depth_loss,
+    ponder_loss,
+    reach_probabilities,
+)
+from ponderlife._checks import check_choice, check_range
+
+__all__ = ["PonderTemplate", "per_sample_cross_entropy"]
+
+
+def per_sample_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
+    """Cross-entropy per sample (B,): the default task loss for class labels."""
+    return F.cross_entropy(logits, target, reduction="none")
+
+
+class PonderTemplate(SupervisedTemplate):
+    """Train a :class:`~ponderlife.PonderNet`, :class:`~ponderlife.ACT` or
+    :class:`~ponderlife.FixedDepth` model on an Avalanche stream.
+
+    Args:
+        model, optimizer: as for any Avalanche strategy.
+        beta: PonderNet's KL weight, ≥ 0 (paper: 0.01).
+        lambda_p: PonderNet's prior halting probability, in (0, 1].
+        kl_direction: ``"forward"`` (paper) or ``"reverse"``.
+        tau: ACT's ponder-cost weight, ≥ 0.
+        eval_halting: PonderNet's evaluation halting mode (``"sample"``, ``"threshold"``,
+            ``"expected"``); None keeps the model's.
+        task_loss: per-sample loss ``(logits (B, C), target (B,)) → (B,)``.
+        **kwargs: :class:`SupervisedTemplate`'s (``train_mb_size``, ``train_epochs``,
+            ``eval_mb_size``, ``device``, ``plugins``, ``evaluator``, ...).
+    """
+
+    def __init__(
+        self,
+        *,
+        model: nn.Module,
+        optimizer,
+        beta: float = 0.01,
+        lambda_p: float = 0.2,
+        kl_direction: str = "forward",
+        tau: float = 0.01,
+        eval_halting: str | None = None,
+        task_loss: Callable[[Tensor, Tensor], Tensor] = per_sample_cross_entropy,
+        **kwargs,
+    ):
+        if not isinstance(model, PonderNet | ACT | FixedDepth):
+            raise TypeError(
+                "PonderTemplate trains PonderNet, ACT or FixedDepth models, got "
+                f"{type(model).__name__}; use an Avalanche strategy for other models"
+            )
+        self.beta = check_range("beta", beta, 0.0)
+        self.lambda_p = check_range("lambda_p", lambda_p, 0.0, 1.0, low_inclusive=False)
+        self.kl_direction = check_choice("kl_direction", kl_direction, ("forward", "reverse"))
+        self.tau = check_range("tau", tau, 0.0)
+        if eval_halting is not None:
+            if not isinstance(model, PonderNet):
+                raise ValueError("eval_halting applies to PonderNet models only")
+            model.halting = check_choice(
+                "eval_halting", eval_halting, ("sample", "threshold", "expected")
+            )
+        self.task_loss = task_loss
+        self.ponder_output = None
+        self.ponder_loss_parts = None
+        super().__init__(model=model, optimizer=optimizer, **kwargs)
+
+    def forward(self):
+        self.ponder_output = self.model(self.mb_x)
+        return self.ponder_output.prediction
+
+    def criterion(self):
+        output, target = self.ponder_output, self.mb_y
+        if not self.is_training:
+            return self.task_loss(output.prediction, target).mean()
+        if isinstance(output, PonderOutput):
+            parts = ponder_loss(
+                output,
+                target,
+                self.task_loss,
+                beta=self.beta,
+                lambda_p=self.lambda_p,
+                direction=self.kl_direction,
+            )
+        elif isinstance(output, ACTOutput):
+            parts = act_loss(output, target, self.task_loss, tau=self.tau)
+        else:
+            parts = fixed_depth_loss(output, target, self.task_loss)
+        self.ponder_loss_parts = parts
+        return parts.total
+
+    def unit_step_weights(self) -> Tensor | None:
+        """Weights of the N step-function forwards of this iteration for continual
+        backprop: PonderNet's reach probabilities P(not halted before n), (N, B);
+        None (equal weights) for ACT and fixed depth."""
+        output = self.ponder_output
+        if isinstance(output, PonderOutput):
+            return reach_probabilities(output)
+        return None
