@@ -35,8 +35,15 @@ def resume(ex: Experiment, run_dir: str):
     checkpoint; the new run is stored beside the others."""
     config = json.loads((Path(run_dir) / "config.json").read_text())
     config.pop("resume_from", None)
-    ex.observers.append(FileStorageObserver(str(runs_root(ex.path))))
-    return ex.run(config_updates={**config, "resume_from": str(run_dir)})
+    added = None
+    if not any(isinstance(o, FileStorageObserver) for o in ex.observers):
+        added = FileStorageObserver(str(runs_root(ex.path)))
+        ex.observers.append(added)
+    try:
+        return ex.run(config_updates={**config, "resume_from": str(run_dir)})
+    finally:
+        if added is not None:
+            ex.observers.remove(added)
 
 
 def main(ex: Experiment) -> None:

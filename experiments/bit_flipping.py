@@ -81,49 +81,49 @@ def config():
 
 @ex.named_config
 def bp():
-    """Plain backprop."""
+    # Plain backprop.
     method = "bp"
 
 
 @ex.named_config
 def cbp():
-    """Continual backprop (ρ 1e-4, m 100, η 0.99, adaptable contribution)."""
+    # Continual backprop (ρ 1e-4, m 100, η 0.99, adaptable contribution).
     method = "cbp"
 
 
 @ex.named_config
 def l2():
-    """Decoupled weight decay 1e-4 per step."""
+    # Decoupled weight decay 1e-4 per step.
     method = "l2"
 
 
 @ex.named_config
 def shrink_perturb():
-    """Shrink 1e-4 and perturb with N(0, 1e-5²) every step."""
+    # Shrink 1e-4 and perturb with N(0, 1e-5²) every step.
     method = "shrink_perturb"
 
 
 @ex.named_config
 def l2_init():
-    """Pull towards the initial weights."""
+    # Pull towards the initial weights.
     method = "l2_init"
 
 
 @ex.named_config
 def redo():
-    """Recycle τ-dormant units every 1000 steps."""
+    # Recycle τ-dormant units every 1000 steps.
     method = "redo"
 
 
 @ex.named_config
 def upgd():
-    """Utility-gated perturbed gradient descent as the optimizer."""
+    # Utility-gated perturbed gradient descent as the optimizer.
     method = "upgd"
 
 
 @ex.named_config
 def linear():
-    """A linear learner (no hidden layer): the reference's lower bar."""
+    # A linear learner (no hidden layer): the reference's lower bar.
     activation = "linear"
 
 

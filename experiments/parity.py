@@ -89,27 +89,27 @@ def config():
 
 @ex.named_config
 def pondernet():
-    """PonderNet with the paper's tanh RNN step (the default)."""
+    # PonderNet with the paper's tanh RNN step (the default).
     model = "pondernet"
 
 
 @ex.named_config
 def act():
-    """ACT (Graves 2016) on the same step function."""
+    # ACT (Graves 2016) on the same step function.
     model = "act"
 
 
 @ex.named_config
 def fixed():
-    """The same recurrence unrolled a fixed number of steps."""
+    # The same recurrence unrolled a fixed number of steps.
     model = "fixed"
 
 
 @ex.named_config
 def small():
-    """The 2-core configuration (`make demo`): P = 16, extrapolation split, RNN-128.
-    Differs from the paper in size, learning rate (1e-3) and β (0.1: a step cost large
-    enough that pondering has to depend on the input)."""
+    # The 2-core configuration (`make demo`): P = 16, extrapolation split, RNN-128.
+    # Differs from the paper in size, learning rate (1e-3) and β (0.1: a step cost large
+    # enough that pondering has to depend on the input).
     size = 16
     split = "extrapolation"
     learning_rate = 1e-3
@@ -120,7 +120,7 @@ def small():
 
 @ex.named_config
 def paper_interpolation():
-    """The paper's interpolation setting (P = 64, RNN-128, Adam 3e-4, batch 128, β 0.01, N 20)."""
+    # The paper's interpolation setting (P = 64, RNN-128, Adam 3e-4, batch 128, β 0.01, N 20).
     size = 64
     split = "interpolation"
     hidden_size = 128
@@ -133,7 +133,7 @@ def paper_interpolation():
 
 @ex.named_config
 def paper_extrapolation():
-    """The paper's extrapolation setting (P = 96: train k ≤ 48, test k > 48)."""
+    # The paper's extrapolation setting (P = 96: train k ≤ 48, test k > 48).
     size = 96
     split = "extrapolation"
     hidden_size = 128

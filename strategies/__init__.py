@@ -4,6 +4,7 @@ streams and checkpoints. See strategies/README.md."""
 from strategies.metrics import DifficultyMetrics, PlasticityMetrics, PonderingMetrics
 from strategies.plugins import (
     ContinualBackpropPlugin,
+    FiniteLossPlugin,
     FullResetPlugin,
     HeadResetPlugin,
     L2InitPlugin,
@@ -16,6 +17,7 @@ from strategies.template import PonderTemplate
 __all__ = [
     "ContinualBackpropPlugin",
     "DifficultyMetrics",
+    "FiniteLossPlugin",
     "FullResetPlugin",
     "HeadResetPlugin",
     "L2InitPlugin",

@@ -180,7 +180,10 @@ class DifficultyMetrics(_PerExperience):
     def _summary(self, strategy) -> dict[str, float]:
         difficulty = torch.cat(self._values["difficulty"]).cpu()
         halting = torch.cat(self._values["halting_step"]).cpu()
-        summary = {"halting_step_spearman": spearman(difficulty, halting)}
+        summary = {}
+        correlation = spearman(difficulty, halting)
+        if math.isfinite(correlation):  # undefined when every sample has one difficulty
+            summary["halting_step_spearman"] = correlation
         for level in torch.unique(difficulty).tolist():
             chosen = difficulty == level
             summary[f"halting_step/d{round(level)}"] = float(halting[chosen].mean())

@@ -21,6 +21,7 @@ experience (or a user passing ``reset_optimizer_state=True``) is harmless.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,7 @@ from ponderlife.baselines import L2, FullReset, HeadReset, L2Init, ReDo, ShrinkP
 
 __all__ = [
     "ContinualBackpropPlugin",
+    "FiniteLossPlugin",
     "FullResetPlugin",
     "HeadResetPlugin",
     "L2InitPlugin",
@@ -194,3 +196,17 @@ class FullResetPlugin(_BoundaryPlugin):
 
     def __init__(self):
         super().__init__(lambda model, opt: FullReset(model, opt))
+
+
+class FiniteLossPlugin(SupervisedPlugin):
+    """Stop training at the first non-finite loss, before it reaches the weights, with a
+    ``FloatingPointError`` naming the experience and the iteration within it."""
+
+    def before_backward(self, strategy, *args, **kwargs):
+        value = float(strategy.loss.detach().sum())
+        if not math.isfinite(value):
+            raise FloatingPointError(
+                f"non-finite training loss ({value}) in experience "
+                f"{strategy.experience.current_experience}, iteration "
+                f"{strategy.clock.train_exp_iterations + 1} of that experience"
+            )

@@ -150,16 +150,19 @@ def bit_flipping_stream(
     check_int("experiences", experiences, 1)
     check_int("test_samples", test_samples, 1)
     source = BitFlippingStream(period=period, flip=flip, seed=seed, **problem)
+    # Test draws use their own generator, so the training segments are exactly the
+    # reference stream of this seed.
+    test_generator = torch.Generator().manual_seed(seed + 7919)
     train, test = [], []
     for index in range(experiences):
         batch = source.next(period)
         difficulty = torch.full((period,), index)
         train.append(tagged_dataset(batch.x, batch.y[:, 0], difficulty))
         # Fresh inputs under the same slow bits: random bits redrawn, target from the net.
-        x = batch.x[torch.randint(0, period, (test_samples,), generator=source.generator)]
+        x = batch.x[torch.randint(0, period, (test_samples,), generator=test_generator)]
         x = x.clone()
         fast = slice(source.num_slow, source.num_slow + source.num_random)
-        bits = torch.randint(0, 2, x[:, fast].shape, generator=source.generator)
+        bits = torch.randint(0, 2, x[:, fast].shape, generator=test_generator)
         x[:, fast] = bits.to(x.dtype)
         test.append(tagged_dataset(x, source.target(x)[:, 0], difficulty[:test_samples]))
     return _benchmark(train, test)
