@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint format install benchmark clean
+.PHONY: demo test lint format install benchmark report fashion-mnist clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] not in [(3, 11), (3, 12)])' \
@@ -18,10 +18,32 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) fashion-mnist
 	PYTHONUNBUFFERED=1 $(BIN)/python -m experiments.demo
 
-test: $(STAMP)
+# Every figure from every stream run so far: `make report RUNS=runs/stream FIGURES=figures`.
+RUNS    ?= runs/stream
+FIGURES ?= figures
+report: $(STAMP)
+	$(BIN)/python -m analysis.report $(RUNS) --out $(FIGURES)
+
+# Fashion-MNIST for the real-data streams: Debian's dataset-fashion-mnist ships the IDX
+# files. Installed when missing and running as root; otherwise (or if apt fails) a note,
+# since only the Fashion-MNIST streams need it (they also take a folder of your own).
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+fashion-mnist:
+	@if [ -f $(FASHION_DIR)/train-images-idx3-ubyte.gz ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's dataset-fashion-mnist into $(FASHION_DIR) ..."; \
+		{ apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+		  { apt-get update -q >/dev/null 2>&1 && \
+		    apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; }; } || \
+		echo "note: could not install dataset-fashion-mnist; Fashion-MNIST streams need fashion_root=<IDX folder>"; \
+	else \
+		echo "note: no Fashion-MNIST in $(FASHION_DIR) (apt-get install dataset-fashion-mnist as root, or set fashion_root)"; \
+	fi
+
+test: $(STAMP) fashion-mnist
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest

@@ -1,90 +1,113 @@
-"""`make demo`: PonderNet versus ACT on parity at a small size, next to the paper's numbers.
+"""`make demo`: the pondering × plasticity study at a size 2 cores finish in minutes.
 
-Runs the ``small`` named config of :mod:`experiments.parity` for each model as its own
-Sacred run (stored under ``runs/parity/``), two at a time on a process pool, then prints a
-table. ``python -m experiments.demo --seeds 0 1 --models pondernet act fixed`` widens it.
+PonderNet on the linear-system stability stream whose dimension n (the difficulty) shifts
+2 → 4 → 6 → 2 …, each experience with its own input permutation, trained with plain
+backprop and with continual backprop, two seeds each: four Sacred runs of
+``experiments.stream`` (named config ``demo``) on a process pool, stored in
+``runs/stream/``. Then every figure of :mod:`analysis.plots` is written to ``figures/``
+and a summary is printed.
+
+    python -m experiments.demo                      # the default study
+    python -m experiments.demo --methods bp cbp redo --seeds 0 1 2 --workers 2
+    python -m experiments.demo --set experiences=60  # any config key of experiments.stream
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
-# Read off the paper's plots (≈, 10 seeds): interpolation at P = 64, extrapolation at P = 96.
-PAPER = {
-    "pondernet": {"interpolation": (0.974, 2.7), "extrapolation": (0.925, 4.9)},
-    "act": {"interpolation": (0.958, 3.15), "extrapolation": (0.51, 2.1)},
-}
+from experiments.sweep import parse_value, plan, run_sweep
 
 
-def run_one(model: str, seed: int) -> dict:
-    """One Sacred run in this worker process; returns what the table needs."""
-    from sacred.observers import FileStorageObserver
+def summary_table(frame) -> list[str]:
+    """Per method: final stream accuracy, accuracy on new experiences early vs late,
+    mean halting step per difficulty level, units replaced."""
+    from analysis import per_experience
 
-    from experiments._runs import runs_root
-    from experiments.parity import ex
+    lines = []
+    new = per_experience(frame, "accuracy", on="new")
+    halting = per_experience(frame, "halting_step_mean", on="new")
+    last = frame["step"].max()
+    third = max(1, (last + 1) // 3)
+    header = (
+        f"{'method':<8}{'runs':>5}{'new acc, first third':>22}{'new acc, last third':>21}"
+        f"{'final seen acc':>16}   halting step by n"
+    )
+    lines += [header, "-" * len(header)]
+    for method, rows in new.groupby("config.method"):
+        early = rows[rows["experience"] < third].groupby("run")["value"].mean()
+        late = rows[rows["experience"] > last - third].groupby("run")["value"].mean()
+        final = frame[
+            (frame["name"] == "eval.accuracy")
+            & (frame["step"] == last)
+            & (frame["config.method"] == method)
+        ]["value"]
+        steps = halting[halting["config.method"] == method].merge(
+            frame[frame["name"] == "stream.difficulty"][["run", "step", "value"]].rename(
+                columns={"step": "experience", "value": "n"}
+            ),
+            on=["run", "experience"],
+        )
+        by_n = "  ".join(
+            f"n={int(n)}: {v:.2f}" for n, v in steps.groupby("n")["value"].mean().items()
+        )
+        lines.append(
+            f"{method:<8}{rows['run'].nunique():>5}{_cell(early):>22}"
+            f"{_cell(late):>21}{_cell(final):>16}   {by_n}"
+        )
+    return lines
 
-    ex.observers.append(FileStorageObserver(str(runs_root("parity"))))
-    run = ex.run(named_configs=["small", model], config_updates={"seed": seed})
-    return {
-        "model": model,
-        "seed": seed,
-        "id": run._id,
-        "result": run.result,
-        "size": run.config["size"],
-        "seconds": run.info["wall_seconds"],
-    }
 
-
-def cell(values: list[float], digits: int) -> str:
+def _cell(values) -> str:
+    values = list(values)
     if not values:
         return "-"
-    mean = statistics.fmean(values)
-    spread = f" ±{statistics.stdev(values):.{digits}f}" if len(values) > 1 else ""
-    return f"{mean:.{digits}f}{spread}"
+    spread = f" ±{statistics.stdev(values):.3f}" if len(values) > 1 else ""
+    return f"{statistics.fmean(values):.3f}{spread}"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["pondernet", "act"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--methods", nargs="+", default=["bp", "cbp"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args()
+    parser.add_argument("--figures", default="figures", help="folder for the figures")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    updates = {k: parse_value(v) for k, _, v in (item.partition("=") for item in args.set)}
 
-    jobs = [(model, seed) for model in args.models for seed in args.seeds]
-    print(f"running {len(jobs)} parity runs ({args.workers} at a time) ...", flush=True)
     began = time.perf_counter()
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=args.workers, mp_context=context) as pool:
-        results = list(pool.map(run_one, *zip(*jobs, strict=True)))
-    wall = time.perf_counter() - began
+    jobs = plan("stream", [args.methods], args.seeds, base=["demo"], updates=updates)
+    results = run_sweep(jobs, args.workers)
+    done = [r for r in results if r["status"] == "COMPLETED"]
+    if not done:
+        print("no run completed; see the errors above")
+        return 1
 
-    size = results[0]["size"]
-    print(f"\nparity, P = {size}: train k ≤ {size // 2}; interpolation = held-out k ≤ {size // 2},")
+    from analysis import load_runs
+    from analysis.report import write_report
+
+    frame = load_runs(*(r["run_dir"] for r in done))
+    print()
+    print("\n".join(summary_table(frame)))
+    print("\nfigures:")
+    paths = write_report(frame, Path(args.figures), log=lambda message: print(f"  {message}"))
+    print(f"\n{len(done)} runs in {time.perf_counter() - began:.0f} s; run folders:")
+    for r in done:
+        job = r["job"]
+        print(
+            f"  {r['run_dir']}  ({' '.join(job.named_configs)}, "
+            f"seed {job.config_updates['seed']}, {r['seconds']:.0f} s)"
+        )
     print(
-        f"extrapolation = k > {size // 2}. Paper: P = 64 (interpolation), P = 96 (extrapolation)."
+        f"figures in {args.figures}/ ({len(paths)} files); make figures from any runs with "
+        "`python -m analysis.report runs/stream --out figures`"
     )
-    header = f"{'':<22}{'interp acc':>14}{'extrap acc':>14}{'interp steps':>14}{'extrap steps':>14}"
-    print(header)
-    print("-" * len(header))
-    for model in args.models:
-        rows = [r["result"] for r in results if r["model"] == model]
-        line = f"{model + ' (here)':<22}"
-        for metric, digits in (("accuracy", 3), ("halting_step", 2)):
-            for split in ("interpolation", "extrapolation"):
-                line += f"{cell([r[f'{split}.{metric}'] for r in rows], digits):>14}"
-        print(line)
-    for model, paper in PAPER.items():
-        if model in args.models:
-            (ia, isteps), (ea, esteps) = paper["interpolation"], paper["extrapolation"]
-            print(f"{model + ' (paper)':<22}{ia:>14}{ea:>14}{isteps:>14}{esteps:>14}")
-    print(f"\n{len(jobs)} runs in {wall:.0f} s wall time; run folders:")
-    for r in results:
-        print(f"  runs/parity/{r['id']}  ({r['model']}, seed {r['seed']}, {r['seconds']:.0f} s)")
+    return 0 if len(done) == len(results) else 1
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -87,6 +87,8 @@ def config():
     test_samples = 512  # test samples per experience; int ≥ 1
     dimensions = [2, 3, 4, 5, 6]  # linear systems: n per experience (cycled), each in 1..16
     balance = "label"  # linear systems: "label" (50/50), "trace" (50/50 in trace bins), "none"
+    permute_inputs = False  # linear systems: a fixed random permutation of the input
+    #   features per experience after the first (Permuted-MNIST protocol; matrix inputs)
     parity_size = 16  # parity: P, length of the vectors; int ≥ 2
     parity_schedule = ["easy", "hard"]  # parity: per experience (cycled) "easy" (k ≤ P/2),
     #   "hard" (k > P/2) or "all"
@@ -341,6 +343,10 @@ def validate(cfg: dict) -> None:
         check.number(cfg, key, 0.0, 1.0)
     for key in ("decay_rate", "upgd_beta_utility"):
         check.number(cfg, key, 0.0, 1.0, high_open=True)
+    if not isinstance(cfg["permute_inputs"], bool):
+        raise ValueError(
+            f"config 'permute_inputs' must be true or false, got {cfg['permute_inputs']!r}"
+        )
     if cfg["step"] == "transformer" and cfg["stream"] not in TOKEN_STREAMS:
         raise ValueError(
             f"config 'step' = 'transformer' reads token inputs, which only the streams "
@@ -366,6 +372,7 @@ def build_stream(cfg: dict, seed: int):
     }
     if name in ("stability", "routh", "controllability"):
         options = {} if name == "controllability" else {"balance": cfg["balance"]}
+        options["permute_inputs"] = bool(cfg["permute_inputs"])
         if cfg["step"] == "transformer":
             options["encoding"] = "tokens"
         return linear_system_stream(

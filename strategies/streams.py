@@ -179,6 +179,7 @@ def linear_system_stream(
     samples_per_experience: int = 2048,
     test_samples: int = 512,
     n_max: int | None = None,
+    permute_inputs: bool = False,
     seed: int = 0,
     **options,
 ):
@@ -190,6 +191,9 @@ def linear_system_stream(
             (Kalman rank of (A, B) = n?).
         dimensions: n per experience, each ≥ 1, cycled when ``experiences`` is larger.
         n_max: padding size (default: the largest n), so every input has one shape.
+        permute_inputs: give every experience after the first its own fixed permutation
+            of the input features (the Permuted-MNIST protocol on top of the dimension
+            shift: each experience then needs a new input mapping). Matrix inputs only.
         options: passed to the generator (``balance="label" | "trace" | "none"``,
             ``encoding="matrix" | "tokens"``, ``density`` for controllability).
 
@@ -202,12 +206,21 @@ def linear_system_stream(
     for n in plan:
         check_int("dimensions entry", n, 1)
     n_max = max(plan) if n_max is None else check_int("n_max", n_max, max(plan))
+    if permute_inputs and options.get("encoding", "matrix") != "matrix":
+        raise ValueError("permute_inputs applies to encoding='matrix' only")
     rng = np.random.default_rng(seed)
+    permutations = torch.Generator().manual_seed(seed + 104_729)
     train, test = [], []
-    for n in plan:
+    for index, n in enumerate(plan):
+        order = None
         for count, out in ((samples_per_experience, train), (test_samples, test)):
             batch = system_batch(task, n, count, rng=rng, n_max=n_max, **options)
-            out.append(tagged_dataset(batch.inputs, batch.targets, batch.dimension))
+            inputs = batch.inputs
+            if permute_inputs and index:
+                if order is None:
+                    order = torch.randperm(inputs.shape[1], generator=permutations)
+                inputs = inputs[:, order]
+            out.append(tagged_dataset(inputs, batch.targets, batch.dimension))
     return _benchmark(train, test)
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from ponderlife.tasks import BitFlippingStream, write_idx
+from ponderlife.tasks import FASHION_MNIST_DIR, BitFlippingStream, load_fashion_mnist, write_idx
 from strategies.datasets import experience_difficulty
 from strategies.streams import (
     bit_flipping_stream,
@@ -153,3 +153,14 @@ def test_missing_fashion_files_explain_how_to_get_them(tmp_path):
 def test_invalid_stream_arguments_raise_clear_errors(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.skipif(
+    not (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").exists(),
+    reason="Debian's dataset-fashion-mnist is not installed (make installs it as root)",
+)
+def test_the_installed_fashion_mnist_has_the_standard_sizes():
+    train, test = load_fashion_mnist("train"), load_fashion_mnist("test")
+    assert train.images.shape == (60_000, 784) and test.images.shape == (10_000, 784)
+    assert torch.equal(torch.bincount(train.labels), torch.full((10,), 6000))
+    assert float(train.images.min()) >= 0.0 and float(train.images.max()) <= 1.0
