@@ -56,7 +56,33 @@ def _singular_values(matrix: Tensor) -> Tensor:
 def effective_rank(matrix: Tensor) -> float:
     """Roy & Vetterli (2007): ``exp(−Σ p_k ln p_k)`` with ``p_k = σ_k / Σσ``, on the
     probe-inputs × units representation matrix. 0 for an all-zero matrix."""
+    return _effective_rank(_singular_values(matrix))
+
+
+def approximate_rank(matrix: Tensor, fraction: float = 0.99) -> int:
+    """The reference code's "stable rank": the smallest k whose top-k (unsquared) singular
+    values reach ``fraction`` of their sum."""
+    check_range("fraction", fraction, 0.0, 1.0, low_inclusive=False)
+    return _approximate_rank(_singular_values(matrix), fraction)
+
+
+def stable_rank(matrix: Tensor) -> float:
+    """The classical stable rank ``‖A‖_F² / ‖A‖_2² = Σσ² / σ_max²``. 0 for a zero matrix."""
+    return _stable_rank(_singular_values(matrix))
+
+
+def ranks(matrix: Tensor, fraction: float = 0.99) -> dict[str, float]:
+    """All three ranks above from one singular value decomposition."""
+    check_range("fraction", fraction, 0.0, 1.0, low_inclusive=False)
     sigma = _singular_values(matrix)
+    return {
+        "effective_rank": _effective_rank(sigma),
+        "approximate_rank": float(_approximate_rank(sigma, fraction)),
+        "stable_rank": _stable_rank(sigma),
+    }
+
+
+def _effective_rank(sigma: Tensor) -> float:
     total = sigma.sum()
     if total == 0:
         return 0.0
@@ -64,20 +90,14 @@ def effective_rank(matrix: Tensor) -> float:
     return float(torch.exp(-torch.special.xlogy(p, p).sum()))
 
 
-def approximate_rank(matrix: Tensor, fraction: float = 0.99) -> int:
-    """The reference code's "stable rank": the smallest k whose top-k (unsquared) singular
-    values reach ``fraction`` of their sum."""
-    check_range("fraction", fraction, 0.0, 1.0, low_inclusive=False)
-    sigma = _singular_values(matrix)
+def _approximate_rank(sigma: Tensor, fraction: float) -> int:
     if sigma.sum() == 0:
         return 0
     cumulative = torch.cumsum(sigma, 0) / sigma.sum()
     return int((cumulative < fraction - 1e-12).sum()) + 1
 
 
-def stable_rank(matrix: Tensor) -> float:
-    """The classical stable rank ``‖A‖_F² / ‖A‖_2² = Σσ² / σ_max²``. 0 for a zero matrix."""
-    sigma = _singular_values(matrix)
+def _stable_rank(sigma: Tensor) -> float:
     if sigma.numel() == 0 or sigma[0] == 0:
         return 0.0
     return float((sigma**2).sum() / sigma[0] ** 2)

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from ponderlife import diagnostics, kl_to_geometric
 from ponderlife.units import find_unit_layers
+from strategies.datasets import tensor_source
 
 __all__ = [
     "DifficultyMetrics",
@@ -145,8 +146,11 @@ class PonderingMetrics(_PerExperience):
         p = _halting_distribution(output)
         if p is not None:
             self._values["halting_entropy"].append(halting_entropy(p.float()))
+            parts = getattr(strategy, "ponder_loss_parts", None)
             lambda_p = getattr(strategy, "lambda_p", None)
-            if lambda_p is not None and hasattr(output, "log_p"):
+            if parts is not None and hasattr(parts, "regularisation"):
+                self._values["kl"].append(parts.regularisation.detach().float())
+            elif lambda_p is not None and hasattr(output, "log_p"):
                 kl = kl_to_geometric(p, lambda_p, log_p=output.log_p.detach())
                 self._values["kl"].append(kl.float())
 
@@ -203,15 +207,25 @@ class PlasticityMetrics(PluginMetric[dict]):
 
     family = "Plasticity"
 
-    def __init__(self, *, probe_size: int = 256, dormant_threshold: float = 0.01, units=None):
+    def __init__(
+        self,
+        *,
+        probe_size: int = 256,
+        dormant_threshold: float = 0.01,
+        gradient_every: int = 10,
+        units=None,
+    ):
         super().__init__()
         self.probe_size = probe_size
+        self.gradient_every = gradient_every
+        self._iterations = 0
         self.dormant_threshold = dormant_threshold
         self.units = units
         self._grad_norms: list[float] = []
 
     def reset(self) -> None:
         self._grad_norms = []
+        self._iterations = 0
 
     def result(self) -> dict:
         return {"gradient_norms": list(self._grad_norms)}
@@ -220,11 +234,12 @@ class PlasticityMetrics(PluginMetric[dict]):
         self.reset()
 
     def after_backward(self, strategy):
+        self._iterations += 1
+        if (self._iterations - 1) % self.gradient_every:
+            return
         grads = [p.grad for p in strategy.model.parameters() if p.grad is not None]
-        if grads:
-            self._grad_norms.append(
-                torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-            )
+        if grads:  # one fused norm, no host sync: reduced at the end of the experience
+            self._grad_norms.append(torch.nn.utils.get_total_norm(grads).detach())
 
     def after_training_exp(self, strategy):
         values = self._probe(strategy)
@@ -244,7 +259,12 @@ class PlasticityMetrics(PluginMetric[dict]):
         model: nn.Module = strategy.model
         dataset = strategy.experience.dataset
         size = min(self.probe_size, len(dataset))
-        x = torch.stack([dataset[i][0] for i in range(size)]).to(strategy.device)
+        tensors = tensor_source(dataset)
+        if tensors is not None:
+            x = tensors[0][:size]
+        else:
+            x = torch.stack([dataset[i][0] for i in range(size)])
+        x = x.to(strategy.device)
         try:
             layers = self.units if self.units is not None else find_unit_layers(model)
         except ValueError:
@@ -273,9 +293,7 @@ class PlasticityMetrics(PluginMetric[dict]):
             {
                 "dead_fraction": diagnostics.dead_fraction(f),
                 "dormant_fraction": diagnostics.dormant_fraction(f, self.dormant_threshold),
-                "effective_rank": diagnostics.effective_rank(f),
-                "approximate_rank": float(diagnostics.approximate_rank(f)),
-                "stable_rank": diagnostics.stable_rank(f),
+                **diagnostics.ranks(f),
                 "feature_norm": diagnostics.feature_norm(f),
             }
             for f in features

@@ -30,6 +30,7 @@ from ponderlife import (
     reach_probabilities,
 )
 from ponderlife._checks import check_choice, check_range
+from strategies.datasets import TensorBatches, tensor_source
 
 __all__ = ["PonderTemplate", "per_sample_cross_entropy"]
 
@@ -89,14 +90,31 @@ class PonderTemplate(SupervisedTemplate):
         self.ponder_loss_parts = None
         super().__init__(model=model, optimizer=optimizer, **kwargs)
 
+    # A lean data path: datasets built from tensors (all of strategies.streams) are sliced
+    # in minibatches instead of going through a Python call per sample. Anything else, or
+    # a plugin that installs its own loader (replay), uses Avalanche's loaders.
+    def make_train_dataloader(self, shuffle=True, **kwargs):
+        tensors = tensor_source(self.adapted_dataset)
+        if tensors is None or kwargs.get("num_workers", 0):
+            return super().make_train_dataloader(shuffle=shuffle, **kwargs)
+        self.dataloader = TensorBatches(tensors, self.train_mb_size, shuffle)
+
+    def make_eval_dataloader(self, **kwargs):
+        tensors = tensor_source(self.adapted_dataset)
+        if tensors is None or kwargs.get("num_workers", 0):
+            return super().make_eval_dataloader(**kwargs)
+        self.dataloader = TensorBatches(tensors, self.eval_mb_size, shuffle=False)
+
     def forward(self):
         self.ponder_output = self.model(self.mb_x)
+        self.ponder_loss_parts = None
         return self.ponder_output.prediction
 
     def criterion(self):
         output, target = self.ponder_output, self.mb_y
         if not self.is_training:
             return self.task_loss(output.prediction, target).mean()
+        # Per-sample parts, kept for the pondering metrics (no second KL computation).
         if isinstance(output, PonderOutput):
             parts = ponder_loss(
                 output,
@@ -105,13 +123,14 @@ class PonderTemplate(SupervisedTemplate):
                 beta=self.beta,
                 lambda_p=self.lambda_p,
                 direction=self.kl_direction,
+                reduction="none",
             )
         elif isinstance(output, ACTOutput):
-            parts = act_loss(output, target, self.task_loss, tau=self.tau)
+            parts = act_loss(output, target, self.task_loss, tau=self.tau, reduction="none")
         else:
-            parts = fixed_depth_loss(output, target, self.task_loss)
+            parts = fixed_depth_loss(output, target, self.task_loss, reduction="none")
         self.ponder_loss_parts = parts
-        return parts.total
+        return parts.total.mean()
 
     def unit_step_weights(self) -> Tensor | None:
         """Weights of the N step-function forwards of this iteration for continual

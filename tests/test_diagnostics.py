@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from ponderlife import diagnostics
 from ponderlife.diagnostics import (
     approximate_rank,
     average_weight_magnitude,
@@ -81,3 +82,14 @@ def test_bad_arguments_raise():
         dormant_fraction(torch.zeros(2, 2), threshold=2.0)
     with pytest.raises(ValueError, match="activations must be"):
         dead_fraction(torch.zeros(2, 2, 2))
+
+
+def test_ranks_from_one_decomposition_equal_the_separate_functions():
+    matrix = torch.randn(40, 12, generator=torch.Generator().manual_seed(0))
+    matrix[:, 3] = 0
+    together = diagnostics.ranks(matrix)
+    assert together == {
+        "effective_rank": diagnostics.effective_rank(matrix),
+        "approximate_rank": float(diagnostics.approximate_rank(matrix)),
+        "stable_rank": diagnostics.stable_rank(matrix),
+    }
