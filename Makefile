@@ -59,6 +59,7 @@ format: $(STAMP)
 benchmark: $(STAMP)
 	PYTHONUNBUFFERED=1 $(BIN)/python -m experiments.benchmarks.pondernet_unroll
 	PYTHONUNBUFFERED=1 $(BIN)/python -m experiments.benchmarks.cbp_cost
+	PYTHONUNBUFFERED=1 $(BIN)/python -m experiments.benchmarks.avalanche_overhead
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -163,13 +163,55 @@ def spearman(x: pd.Series, y: pd.Series) -> float:
 # ---------------------------------------------------------------- figures
 
 
+MAX_LEVEL_PANELS = 6
+
+
+def _levels(frame: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame | None:
+    """``table`` (one row per run × experience) with each experience's difficulty level
+    (``stream.difficulty`` at that step) as ``level``, when the stream cycles through 2 to
+    :data:`MAX_LEVEL_PANELS` levels; None otherwise."""
+    difficulty = frame[frame["name"] == "stream.difficulty"][["run", "step", "value"]]
+    if difficulty.empty:
+        return None
+    difficulty = difficulty.rename(columns={"step": "experience", "value": "level"})
+    merged = table.merge(difficulty, on=["run", "experience"], how="inner")
+    count = merged["level"].nunique()
+    return merged if 2 <= count <= MAX_LEVEL_PANELS else None
+
+
+def _per_level_panels(
+    table: pd.DataFrame, hue: str | None, spread: Spread, title: str, ylabel: str
+) -> Figure:
+    """One panel per difficulty level, sharing the y axis: a trend within a level is not
+    hidden by the zig-zag of a stream that cycles through levels."""
+    levels = sorted(table["level"].unique())
+    figure, axes = _figure(1, len(levels))
+    for ax, level in zip(axes[0], levels, strict=True):
+        _mean_band(ax, table[table["level"] == level], "experience", hue, spread)
+        _style(ax, f"{title}, difficulty {level:g}", "experience (index)", ylabel)
+    shared = [ax.get_ylim() for ax in axes[0]]
+    for ax in axes[0]:
+        ax.set_ylim(min(lo for lo, _ in shared), max(hi for _, hi in shared))
+    _legend(axes[0, 0])
+    return figure
+
+
 def plasticity_curve(
-    frame: pd.DataFrame, hue: str | None = "config.method", spread: Spread = "std"
+    frame: pd.DataFrame,
+    hue: str | None = "config.method",
+    spread: Spread = "std",
+    by_difficulty: bool = True,
 ) -> Figure:
     """Accuracy on each new experience right after training on it
     (``eval.accuracy.exp<NNN>`` at step NNN) against the experience index. A curve that
-    falls along the stream is loss of plasticity."""
+    falls along the stream is loss of plasticity. With ``by_difficulty`` and a stream that
+    cycles through a few difficulty levels, one panel per level."""
     table = per_experience(frame, "accuracy", on="new")
+    leveled = _levels(frame, table) if by_difficulty else None
+    if leveled is not None:
+        return _per_level_panels(
+            leveled, hue, spread, "New-experience accuracy", "accuracy (fraction)"
+        )
     figure, axes = _figure()
     ax = axes[0, 0]
     _mean_band(ax, table, "experience", hue, spread)
@@ -179,13 +221,17 @@ def plasticity_curve(
 
 
 def halting_over_stream(
-    frame: pd.DataFrame, hue: str | None = "config.method", spread: Spread = "std"
+    frame: pd.DataFrame,
+    hue: str | None = "config.method",
+    spread: Spread = "std",
+    by_difficulty: bool = True,
 ) -> Figure:
     """Mean halting step on each new experience right after training on it
     (``eval.halting_step_mean.exp<NNN>`` at step NNN), with the stream's mean difficulty
     level of each experience (``stream.difficulty``, mean over the runs) dashed grey on a
-    twin axis; the overlay is left out when no run logged it. Runs must come from one
-    stream."""
+    twin axis; the overlay is left out when no run logged it. With ``by_difficulty`` and a
+    stream cycling through a few levels, one panel per level instead. Runs must come from
+    one stream."""
     table = per_experience(frame, "halting_step_mean", on="new")
     if "config.stream" in table and table["config.stream"].nunique() > 1:
         streams = sorted(table["config.stream"].dropna().unique())
@@ -193,6 +239,9 @@ def halting_over_stream(
             f"runs from several streams {streams}; select one, e.g. "
             f"frame[frame['config.stream'] == {streams[0]!r}]"
         )
+    leveled = _levels(frame, table) if by_difficulty else None
+    if leveled is not None:
+        return _per_level_panels(leveled, hue, spread, "Halting step", "halting step (mean, steps)")
     figure, axes = _figure()
     ax = axes[0, 0]
     _mean_band(ax, table, "experience", hue, spread)

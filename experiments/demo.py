@@ -1,15 +1,15 @@
 """`make demo`: the pondering × plasticity study at a size 2 cores finish in minutes.
 
-PonderNet on the linear-system stability stream whose dimension n (the difficulty) shifts
-2 → 4 → 6 → 2 …, each experience with its own input permutation, trained with plain
-backprop and with continual backprop, two seeds each: four Sacred runs of
-``experiments.stream`` (named config ``demo``) on a process pool, stored in
-``runs/stream/``. Then every figure of :mod:`analysis.plots` is written to ``figures/``
-and a summary is printed.
+PonderNet on the linear-system stability stream whose dimension n (the difficulty) cycles
+2 → 4 → 6, each experience with its own input permutation (45 experiences, 5 epochs
+each), trained with plain backprop and with continual backprop, two seeds each: four
+Sacred runs of ``experiments.stream`` (named config ``demo``) on a process pool, stored
+in ``runs/stream/``. Then every figure of :mod:`analysis.plots` is written to
+``figures/`` and a summary table is printed.
 
     python -m experiments.demo                      # the default study
     python -m experiments.demo --methods bp cbp redo --seeds 0 1 2 --workers 2
-    python -m experiments.demo --set experiences=60  # any config key of experiments.stream
+    python -m experiments.demo --set experiences=90  # any config key of experiments.stream
 """
 
 from __future__ import annotations
@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(summary_table(frame)))
     print("\nfigures:")
     paths = write_report(frame, Path(args.figures), log=lambda message: print(f"  {message}"))
+    for path in paths:
+        print(f"  {path}")
     print(f"\n{len(done)} runs in {time.perf_counter() - began:.0f} s; run folders:")
     for r in done:
         job = r["job"]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -71,6 +72,9 @@ from strategies.streams import (
     permuted_fashion_mnist,
     split_fashion_mnist,
 )
+
+# Metrics go to Sacred, not to Avalanche loggers; the warning about that is noise here.
+warnings.filterwarnings("ignore", message="No loggers specified")
 
 ex = Experiment("stream", save_git_info=False)
 ex.captured_out_filter = apply_backspaces_and_linefeeds
@@ -263,13 +267,17 @@ def split_fashion():
 
 @ex.named_config
 def demo():
-    # `make demo`: PonderNet on the dimension-shift stability stream, 12 experiences of
-    # n = 2, 4, 6 three times, then 2 and 6 — about a minute per run on one core.
+    # `make demo`: PonderNet on the stability stream, n = 2, 4, 6, 2, 4, 6, ... with a new
+    # input permutation per experience, 45 experiences x 5 epochs of 2048 samples, Adam
+    # 3e-3: long and sharp enough for backprop to lose plasticity (about a minute a run).
     stream = "stability"
     dimensions = [2, 4, 6]
-    experiences = 12
+    permute_inputs = True
+    experiences = 45
     samples_per_experience = 2048
     test_samples = 512
+    epochs = 5
+    learning_rate = 3e-3
     hidden_size = 64
     max_steps = 8
 
@@ -619,7 +627,8 @@ def main(_config: dict, _run, seed: int) -> dict:
                 next_experience=index + 1,
                 history=history,
             )
-        print(progress_line(index, total, values, time.perf_counter() - began), flush=True)
+        label = f"[{cfg['method']} seed {seed}] "
+        print(label + progress_line(index, total, values, time.perf_counter() - began), flush=True)
 
     final = {
         name: entry["values"][-1]

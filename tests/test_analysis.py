@@ -334,18 +334,29 @@ def test_spearman_is_the_correlation_of_ranks():
 
 
 def test_plasticity_curve_draws_one_mean_line_and_band_per_method(frame):
-    ax = plasticity_curve(frame).axes[0]
+    ax = plasticity_curve(frame, by_difficulty=False).axes[0]
     assert [line.get_label() for line in ax.lines] == ["bp (n=2)", "cbp (n=3)"]
     assert sum(isinstance(c, PolyCollection) for c in ax.collections) == 2
     bp_mean = ax.lines[0].get_ydata()
     assert bp_mean == pytest.approx([0.905] * EXPERIENCES)
     assert "accuracy" in ax.get_ylabel() and "experience" in ax.get_xlabel()
-    assert len(plasticity_curve(frame, spread="none").axes[0].collections) == 0
-    assert len(plasticity_curve(frame, hue=None).axes[0].lines) == 1
+    assert len(plasticity_curve(frame, spread="none", by_difficulty=False).axes[0].collections) == 0
+    assert len(plasticity_curve(frame, hue=None, by_difficulty=False).axes[0].lines) == 1
+
+
+def test_cycling_difficulty_gets_one_panel_per_level(frame):
+    # the fake stream visits levels 2, 3, 4, 2: one panel each, experiences of that level
+    figure = plasticity_curve(frame)
+    assert [ax.get_title() for ax in figure.axes] == [
+        f"New-experience accuracy, difficulty {level}" for level in (2, 3, 4)
+    ]
+    assert list(figure.axes[0].lines[0].get_xdata()) == [0.0, 3.0]
+    assert len({ax.get_ylim() for ax in figure.axes}) == 1  # shared y range
+    assert len(halting_over_stream(frame).axes) == 3
 
 
 def test_halting_over_stream_overlays_the_difficulty_on_a_twin_axis(frame):
-    figure = halting_over_stream(frame)
+    figure = halting_over_stream(frame, by_difficulty=False)
     main_ax, twin = figure.axes
     assert len(main_ax.lines) == 2
     (difficulty,) = twin.lines
