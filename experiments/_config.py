@@ -40,3 +40,10 @@ def _choice(cfg: dict, key: str, choices: Iterable[str]) -> str:
 check = SimpleNamespace(
     number=_number, optional_number=_optional_number, integer=_integer, choice=_choice
 )
+
+
+def choice_configs(ex, key: str, choices: Iterable[str], extra: dict | None = None) -> None:
+    """One named config per allowed value of ``key`` (``with cbp`` sets ``method="cbp"``),
+    plus any ``extra`` settings for a value (``{"upgd": {"learning_rate": 1e-2}}``)."""
+    for value in choices:
+        ex.add_named_config(value, {key: value, **(extra or {}).get(value, {})})

@@ -26,7 +26,7 @@ from sacred.utils import apply_backspaces_and_linefeeds
 from torch import nn
 
 from experiments import _runs
-from experiments._config import check
+from experiments._config import check, choice_configs
 from experiments._runs import checkpoint_path, run_directory
 from ponderlife import ContinualBackprop, configure_threads, diagnostics
 from ponderlife.baselines import L2, UPGD, L2Init, ReDo, ShrinkPerturb
@@ -34,6 +34,7 @@ from ponderlife.checkpoint import load_checkpoint, restore_rng_states, rng_state
 from ponderlife.tasks import BitFlippingStream
 
 ex = Experiment("bit_flipping", save_git_info=False)
+METHODS = ("bp", "cbp", "l2", "shrink_perturb", "l2_init", "redo", "upgd")
 ex.captured_out_filter = apply_backspaces_and_linefeeds
 
 
@@ -79,46 +80,8 @@ def config():
     resume_from = None  # run folder or checkpoint file to continue from (see `resume`)
 
 
-@ex.named_config
-def bp():
-    # Plain backprop.
-    method = "bp"
-
-
-@ex.named_config
-def cbp():
-    # Continual backprop (ρ 1e-4, m 100, η 0.99, adaptable contribution).
-    method = "cbp"
-
-
-@ex.named_config
-def l2():
-    # Decoupled weight decay 1e-4 per step.
-    method = "l2"
-
-
-@ex.named_config
-def shrink_perturb():
-    # Shrink 1e-4 and perturb with N(0, 1e-5²) every step.
-    method = "shrink_perturb"
-
-
-@ex.named_config
-def l2_init():
-    # Pull towards the initial weights.
-    method = "l2_init"
-
-
-@ex.named_config
-def redo():
-    # Recycle τ-dormant units every 1000 steps.
-    method = "redo"
-
-
-@ex.named_config
-def upgd():
-    # Utility-gated perturbed gradient descent as the optimizer.
-    method = "upgd"
+# One named config per method (``with cbp``); their hyperparameters are the keys above.
+choice_configs(ex, "method", METHODS)
 
 
 @ex.named_config
@@ -131,7 +94,6 @@ def linear():
 # Plumbing
 # ======================================================================================
 
-METHODS = ("bp", "cbp", "l2", "shrink_perturb", "l2_init", "redo", "upgd")
 ACTIVATIONS = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
@@ -239,9 +201,7 @@ def probe_metrics(model: nn.Sequential, probe: torch.Tensor) -> dict[str, float]
         {
             "probe.dead_fraction": diagnostics.dead_fraction(hidden),
             "probe.dormant_fraction": diagnostics.dormant_fraction(hidden),
-            "probe.effective_rank": diagnostics.effective_rank(hidden),
-            "probe.approximate_rank": float(diagnostics.approximate_rank(hidden)),
-            "probe.stable_rank": diagnostics.stable_rank(hidden),
+            **{f"probe.{name}": value for name, value in diagnostics.ranks(hidden).items()},
             "probe.feature_norm": diagnostics.feature_norm(hidden),
         }
     )

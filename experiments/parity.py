@@ -25,7 +25,7 @@ from sacred.utils import apply_backspaces_and_linefeeds
 from torch import Tensor
 
 from experiments import _runs
-from experiments._config import check
+from experiments._config import check, choice_configs
 from experiments._runs import checkpoint_path, run_directory
 from ponderlife import (
     ACT,
@@ -87,22 +87,8 @@ def config():
     resume_from = None  # run folder or checkpoint file to continue from (see `resume`)
 
 
-@ex.named_config
-def pondernet():
-    # PonderNet with the paper's tanh RNN step (the default).
-    model = "pondernet"
-
-
-@ex.named_config
-def act():
-    # ACT (Graves 2016) on the same step function.
-    model = "act"
-
-
-@ex.named_config
-def fixed():
-    # The same recurrence unrolled a fixed number of steps.
-    model = "fixed"
+# ``with pondernet`` / ``with act`` / ``with fixed`` set the model.
+choice_configs(ex, "model", ("pondernet", "act", "fixed"))
 
 
 @ex.named_config

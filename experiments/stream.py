@@ -36,7 +36,7 @@ from sacred import Experiment
 from sacred.utils import apply_backspaces_and_linefeeds
 
 from experiments import _runs
-from experiments._config import check
+from experiments._config import check, choice_configs
 from experiments._runs import checkpoint_path, run_directory
 from ponderlife import (
     ACT,
@@ -77,6 +77,7 @@ from strategies.streams import (
 warnings.filterwarnings("ignore", message="No loggers specified")
 
 ex = Experiment("stream", save_git_info=False)
+METHODS = ("bp", "cbp", "l2", "shrink_perturb", "l2_init", "redo", "upgd")
 ex.captured_out_filter = apply_backspaces_and_linefeeds
 
 
@@ -149,70 +150,13 @@ def config():
     resume_from = None  # run folder or checkpoint to continue from (see `resume`)
 
 
-# ---- named configs: methods -------------------------------------------------------------
-@ex.named_config
-def bp():
-    # Plain backprop.
-    method = "bp"
+# ---- named configs -------------------------------------------------------------------------
+# Methods (bp, cbp, l2, shrink_perturb, l2_init, redo, upgd) and models (pondernet, act,
+# fixed) each set their key; their hyperparameters are the documented keys above.
+choice_configs(ex, "method", METHODS, extra={"upgd": {"learning_rate": 1e-2}})
+choice_configs(ex, "model", ("pondernet", "act", "fixed"))
 
 
-@ex.named_config
-def cbp():
-    # Continual backprop (ρ 1e-3, maturity 100, η 0.99, contribution utility).
-    method = "cbp"
-
-
-@ex.named_config
-def l2():
-    # Decoupled weight decay 1e-4 per update.
-    method = "l2"
-
-
-@ex.named_config
-def shrink_perturb():
-    # Shrink 1e-4 and perturb with N(0, 1e-5²) every update.
-    method = "shrink_perturb"
-
-
-@ex.named_config
-def l2_init():
-    # Pull towards the initial weights (1e-2 per update).
-    method = "l2_init"
-
-
-@ex.named_config
-def redo():
-    # Recycle τ-dormant units (τ 0.1) every 100 updates.
-    method = "redo"
-
-
-@ex.named_config
-def upgd():
-    # Utility-gated perturbed gradient descent as the optimizer.
-    method = "upgd"
-    learning_rate = 1e-2
-
-
-# ---- named configs: models ----------------------------------------------------------------
-@ex.named_config
-def pondernet():
-    # PonderNet (the default).
-    model = "pondernet"
-
-
-@ex.named_config
-def act():
-    # ACT on the same step function.
-    model = "act"
-
-
-@ex.named_config
-def fixed():
-    # Fixed-depth recurrence.
-    model = "fixed"
-
-
-# ---- named configs: streams ---------------------------------------------------------------
 @ex.named_config
 def stability():
     # Hurwitz stability of x' = Ax, n shifting 2 → 6 (the default).
@@ -294,7 +238,6 @@ STREAM_NAMES = (
     "split_fashion",
 )
 TOKEN_STREAMS = ("stability", "controllability")
-METHODS = ("bp", "cbp", "l2", "shrink_perturb", "l2_init", "redo", "upgd")
 STEPS = {"mlp": ResidualMLPStep, "rnn": RNNStep, "gru": GRUStep, "transformer": TransformerStep}
 
 

@@ -68,6 +68,18 @@ def evaluator(*extra):
     )
 
 
+def naive(model, plugins, lr=0.1, **kwargs):
+    """Avalanche's Naive with SGD on ``model``, the test evaluator and ``plugins``."""
+    return Naive(
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=lr),
+        train_mb_size=BATCH,
+        plugins=plugins,
+        evaluator=kwargs.pop("evaluator", evaluator()),
+        **kwargs,
+    )
+
+
 def run_stream(strategy, benchmark):
     results = []
     for experience in benchmark.train_stream:
@@ -191,13 +203,7 @@ def test_cbp_plugin_ignores_evaluation_forwards():
     torch.manual_seed(0)
     model = mlp()
     plugin = ContinualBackpropPlugin(replacement_rate=0.0)
-    strategy = Naive(
-        model=model,
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-        train_mb_size=BATCH,
-        plugins=[plugin],
-        evaluator=evaluator(),
-    )
+    strategy = naive(model, [plugin], lr=0.1)
     benchmark = stream(1)
     strategy.train(benchmark.train_stream[0])
     ages = {k: s.age.clone() for k, s in plugin.core.states.items()}
@@ -390,13 +396,7 @@ def test_reset_plugins_act_at_experience_boundaries_only():
     torch.manual_seed(0)
     model = mlp()
     plugin = HeadResetPlugin("4")
-    strategy = Naive(
-        model=model,
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-        train_mb_size=BATCH,
-        plugins=[plugin],
-        evaluator=evaluator(),
-    )
+    strategy = naive(model, [plugin], lr=0.1)
     benchmark = stream(2)
     strategy.train(benchmark.train_stream[0])
     body, head = model[0].weight.clone(), model[4].weight.clone()
@@ -409,13 +409,7 @@ def test_reset_plugins_act_at_experience_boundaries_only():
 
     full = FullResetPlugin()
     model2 = mlp()
-    strategy2 = Naive(
-        model=model2,
-        optimizer=torch.optim.SGD(model2.parameters(), lr=0.1),
-        train_mb_size=BATCH,
-        plugins=[full],
-        evaluator=evaluator(),
-    )
+    strategy2 = naive(model2, [full], lr=0.1)
     strategy2.train(benchmark.train_stream[0])
     trained = model2[0].weight.clone()
     strategy2.train(benchmark.train_stream[1])
