@@ -233,7 +233,7 @@ def main(_config: dict, _run, seed: int) -> dict:
     optimizer = build_optimizer(cfg, model)
     method = build_method(cfg, model, optimizer)
 
-    done = 0
+    done, first_error = 0, None
     if cfg["resume_from"] is not None:
         state = load_checkpoint(checkpoint_path(cfg["resume_from"]))
         model.load_state_dict(state["model"])
@@ -243,11 +243,12 @@ def main(_config: dict, _run, seed: int) -> dict:
             method.load_state_dict(state["method"])
         restore_rng_states(state["rng"])
         done = int(state["examples"])
+        first_error = state.get("first_error")
         print(f"resumed from {cfg['resume_from']} at example {done}")
     directory = run_directory(_run)
     began = time.perf_counter()
     step_method = method.step if method is not None else None
-    first_error = last_error = None
+    last_error = None
     while done < cfg["examples"]:
         count = min(cfg["bin_size"], cfg["examples"] - done)
         batch = stream.next(count)
@@ -286,6 +287,7 @@ def main(_config: dict, _run, seed: int) -> dict:
                 "stream": stream.state_dict(),
                 "rng": rng_states(),
                 "examples": done,
+                "first_error": first_error,
             }
             if method is not None and hasattr(method, "state_dict"):
                 state["method"] = method.state_dict()
