@@ -94,6 +94,8 @@ def config():
     balance = "label"  # linear systems: "label" (50/50), "trace" (50/50 in trace bins), "none"
     permute_inputs = False  # linear systems: a fixed random permutation of the input
     #   features per experience after the first (Permuted-MNIST protocol; matrix inputs)
+    drift = 0.0  # linear systems: generator drift per experience (stability / Routh: spectrum
+    #   shift drift·i; controllability: density × (1 + drift·i)); |drift| ≤ 0.5
     parity_size = 16  # parity: P, length of the vectors; int ≥ 2
     parity_schedule = ["easy", "hard"]  # parity: per experience (cycled) "easy" (k ≤ P/2),
     #   "hard" (k > P/2) or "all"
@@ -282,6 +284,7 @@ def validate(cfg: dict) -> None:
     for key in ("beta", "tau", "noise_std", "redo_tau", "upgd_weight_decay", "upgd_sigma"):
         check.number(cfg, key, 0.0)
     check.number(cfg, "lambda_p", 0.0, 1.0, low_open=True)
+    check.number(cfg, "drift", -0.5, 0.5)
     check.number(cfg, "epsilon", 0.0, 1.0, low_open=True, high_open=True)
     check.number(cfg, "learning_rate", 0.0, low_open=True)
     for key in (
@@ -324,6 +327,7 @@ def build_stream(cfg: dict, seed: int):
     if name in ("stability", "routh", "controllability"):
         options = {} if name == "controllability" else {"balance": cfg["balance"]}
         options["permute_inputs"] = bool(cfg["permute_inputs"])
+        options["drift"] = cfg["drift"]
         if cfg["step"] == "transformer":
             options["encoding"] = "tokens"
         return linear_system_stream(

@@ -30,6 +30,7 @@ from ponderlife._checks import check_choice, check_int
 from ponderlife.tasks import (
     SYSTEM_TASKS,
     BitFlippingStream,
+    controllability_density,
     load_fashion_mnist,
     parity_batch,
     permuted,
@@ -180,6 +181,7 @@ def linear_system_stream(
     test_samples: int = 512,
     n_max: int | None = None,
     permute_inputs: bool = False,
+    drift: float = 0.0,
     seed: int = 0,
     **options,
 ):
@@ -194,6 +196,10 @@ def linear_system_stream(
         permute_inputs: give every experience after the first its own fixed permutation
             of the input features (the Permuted-MNIST protocol on top of the dimension
             shift: each experience then needs a new input mapping). Matrix inputs only.
+        drift: slow drift of the generator, per experience i: stability / Routh shift the
+            spectrum by ``drift · i`` (``shift_offset``); controllability scales the
+            density of nonzero entries by ``1 + drift · i`` (clamped to (0, 1]). The rule
+            (the label) never changes, only the input distribution.
         options: passed to the generator (``balance="label" | "trace" | "none"``,
             ``encoding="matrix" | "tokens"``, ``density`` for controllability).
 
@@ -213,8 +219,14 @@ def linear_system_stream(
     train, test = [], []
     for index, n in enumerate(plan):
         order = None
+        drifted = dict(options)
+        if drift and task == "controllability":
+            base = options.get("density") or controllability_density(n)
+            drifted["density"] = min(1.0, max(1e-3, base * (1 + drift * index)))
+        elif drift:
+            drifted["shift_offset"] = drift * index
         for count, out in ((samples_per_experience, train), (test_samples, test)):
-            batch = system_batch(task, n, count, rng=rng, n_max=n_max, **options)
+            batch = system_batch(task, n, count, rng=rng, n_max=n_max, **drifted)
             inputs = batch.inputs
             if permute_inputs and index:
                 if order is None:

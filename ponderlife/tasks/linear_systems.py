@@ -298,29 +298,37 @@ def _measured_shift(n: int, samples: int = 20_000, chunk: int = 1_000) -> float:
     return float(np.median(np.concatenate(maxima)))
 
 
-def _trace_edges(n: int, bins: int) -> np.ndarray:
-    """Inner edges of ``bins`` equal-probability bins of tr(A) for A = G/√n − s_n·I.
+def _trace_edges(n: int, bins: int, shift_offset: float = 0.0) -> np.ndarray:
+    """Inner edges of ``bins`` equal-probability bins of tr(A) for A = G/√n − s·I,
+    s = s_n + shift_offset.
 
-    tr(A) = tr(G)/√n − n·s_n is exactly normal with mean −n·s_n and variance 1, so the
+    tr(A) = tr(G)/√n − n·s is exactly normal with mean −n·s and variance 1, so the
     quantiles are computed exactly rather than from a calibration sample.
     """
     unit = NormalDist()
-    offset = -n * stability_shift(n)
+    offset = -n * (stability_shift(n) + shift_offset)
     return np.array([offset + unit.inv_cdf(i / bins) for i in range(1, bins)])
 
 
 def _stable_systems(
-    n: int, batch_size: int, *, rng: np.random.Generator, balance: str, trace_bins: int
+    n: int,
+    batch_size: int,
+    *,
+    rng: np.random.Generator,
+    balance: str,
+    trace_bins: int,
+    shift_offset: float = 0.0,
 ) -> dict[str, np.ndarray]:
-    """Draw A = G/√n − s_n·I balanced as asked: keys "a" (B, n, n), "eig" (B, n) complex,
-    "label" (B,) bool (stable), "margin" (B,) float64."""
+    """Draw A = G/√n − (s_n + shift_offset)·I balanced as asked: keys "a" (B, n, n), "eig"
+    (B, n) complex, "label" (B,) bool (stable), "margin" (B,) float64."""
     check_choice("balance", balance, STABILITY_BALANCES)
     check_int("trace_bins", trace_bins, 1)
+    check_range("shift_offset", shift_offset, -10.0, 10.0)
     if balance == "trace" and n == 1:
         raise ValueError("balance='trace' needs n >= 2 (for n = 1 the trace is the eigenvalue)")
-    shift = stability_shift(n)
+    shift = stability_shift(n) + shift_offset
     identity = np.eye(n)
-    edges = _trace_edges(n, trace_bins) if balance == "trace" else None
+    edges = _trace_edges(n, trace_bins, shift_offset) if balance == "trace" else None
 
     def draw(k: int) -> dict[str, np.ndarray]:
         a = rng.standard_normal((k, n, n)) / math.sqrt(n) - shift * identity
@@ -360,10 +368,14 @@ def stability_batch(
     balance: str = "label",
     encoding: str = "matrix",
     trace_bins: int = 4,
+    shift_offset: float = 0.0,
 ) -> SystemBatch:
     """A batch of the Hurwitz stability task (F1): label 1 if max Re λ(A) < 0.
 
-    A = G/√n − s_n·I with G an n×n standard Gaussian and s_n = :func:`stability_shift`.
+    A = G/√n − (s_n + shift_offset)·I with G an n×n standard Gaussian and s_n =
+    :func:`stability_shift`; ``shift_offset`` in [−10, 10] (default 0) drifts the
+    generator: positive values move the spectrum left (stable examples get larger margins,
+    unstable ones smaller), while the label balance below still holds.
 
     ``balance``:
 
@@ -389,7 +401,9 @@ def stability_batch(
     n_max = _check_sizes(n, batch_size, n_max)
     check_choice("encoding", encoding, ENCODINGS)
     rng = _check_rng(rng)
-    drawn = _stable_systems(n, batch_size, rng=rng, balance=balance, trace_bins=trace_bins)
+    drawn = _stable_systems(
+        n, batch_size, rng=rng, balance=balance, trace_bins=trace_bins, shift_offset=shift_offset
+    )
     a = drawn["a"]
     if encoding == "tokens":
         inputs = encode_tokens(a, length=token_length([(n_max, n_max)]))
@@ -420,13 +434,15 @@ def routh_batch(
     n_max: int | None = None,
     balance: str = "label",
     trace_bins: int = 4,
+    shift_offset: float = 0.0,
 ) -> SystemBatch:
     """A batch of the Routh–Hurwitz task (F1b): stability of A from its characteristic
     polynomial.
 
-    A is drawn and balanced exactly as in :func:`stability_batch`. The inputs are float32
-    (B, n_max): the coefficients c_1 … c_{n_max} of det(sI − A)·(s + 3)^(n_max − n) =
-    s^{n_max} + c_1 s^{n_max−1} + … + c_{n_max} (computed from the eigenvalues, like
+    A is drawn and balanced exactly as in :func:`stability_batch` (``shift_offset`` too).
+    The inputs are float32 (B, n_max): the coefficients c_1 … c_{n_max} of
+    det(sI − A)·(s + 3)^(n_max − n) = s^{n_max} + c_1 s^{n_max−1} + … + c_{n_max}
+    (computed from the eigenvalues, like
     ``np.poly``); the padding factor adds only the stable root −3, so the label is kept.
     Note c_1 = −tr(A) (plus 3(n_max − n)), so ``balance="trace"`` matters here too. The
     coefficients grow quickly with n_max (up to about 3^{n_max − n}·binomial factors); scale
@@ -434,7 +450,9 @@ def routh_batch(
     """
     n_max = _check_sizes(n, batch_size, n_max)
     rng = _check_rng(rng)
-    drawn = _stable_systems(n, batch_size, rng=rng, balance=balance, trace_bins=trace_bins)
+    drawn = _stable_systems(
+        n, batch_size, rng=rng, balance=balance, trace_bins=trace_bins, shift_offset=shift_offset
+    )
     pad = np.full((batch_size, n_max - n), _PAD_EIGENVALUE, dtype=np.complex128)
     coefficients = _polynomial_from_roots(np.concatenate([drawn["eig"], pad], axis=1))
     inputs = torch.from_numpy(coefficients[:, 1:].astype(np.float32))
