@@ -164,3 +164,37 @@ def test_the_installed_fashion_mnist_has_the_standard_sizes():
     assert train.images.shape == (60_000, 784) and test.images.shape == (10_000, 784)
     assert torch.equal(torch.bincount(train.labels), torch.full((10,), 6000))
     assert float(train.images.min()) >= 0.0 and float(train.images.max()) <= 1.0
+
+
+def test_drift_moves_the_stability_spectrum_but_keeps_labels_balanced_and_true():
+    bench = linear_system_stream(
+        dimensions=[3], experiences=3, samples_per_experience=400, test_samples=8, drift=0.3
+    )
+    margins = []
+    for experience in bench.train_stream:
+        x, y, _, _ = tensors(experience)
+        assert int(y.sum()) == 200
+        top = np.linalg.eigvals(x.reshape(-1, 3, 3).double().numpy()).real.max(axis=1)
+        assert np.array_equal(top < 0, y.numpy().astype(bool))
+        margins.append(float(np.mean(top)))
+    assert margins[0] > margins[1] > margins[2]  # the spectrum drifts left
+
+
+def test_drift_raises_the_controllability_density():
+    bench = linear_system_stream(
+        task="controllability",
+        dimensions=[4],
+        experiences=2,
+        samples_per_experience=200,
+        test_samples=4,
+        drift=0.5,
+    )
+    density = [float((tensors(e)[0][:, :16] != 0).float().mean()) for e in bench.train_stream]
+    assert density[1] > density[0] * 1.3
+
+
+def test_the_stream_experiment_rejects_a_drift_out_of_range():
+    from experiments.stream import ex
+
+    with pytest.raises(ValueError, match="config 'drift'"):
+        ex.run(config_updates={"drift": 0.9, "experiences": 1})
