@@ -5,7 +5,7 @@
     python -m experiments.stream with parity act redo             # stream, model, method
     python -m experiments.stream print_config with cbp            # every key, documented
     python -m experiments.stream resume runs/stream/7             # continue a killed run
-    python -m experiments.stream with mongo_url=mongodb://localhost:27017  # Omniboard
+    python -m experiments.stream -m localhost:27017:ponderlife with cbp  # + MongoDB (Omniboard)
 
 Named configs: methods ``bp cbp l2 shrink_perturb l2_init redo upgd``; models
 ``pondernet act fixed``; streams ``stability routh controllability parity bit_flipping
@@ -147,8 +147,6 @@ def config():
     dormant_threshold = 0.01  # dormant unit: mean |activation| below this; [0, 1]
     device = "cpu"  # torch device for the model ("cpu", "cuda", ...)
     num_threads = 1  # torch CPU threads; int ≥ 1
-    mongo_url = None  # also store the run in this MongoDB (Sacred MongoObserver, Omniboard)
-    mongo_db = "ponderlife"  # MongoDB database name
     resume_from = None  # run folder or checkpoint to continue from (see `resume`)
 
 
@@ -552,9 +550,10 @@ def main(_config: dict, _run, seed: int) -> dict:
     for index in range(start, total):
         began = time.perf_counter()
         experience = benchmark.train_stream[index]
-        strategy.train(experience)
-        trained = dict(strategy.evaluator.get_last_metrics())
-        evaluated = strategy.eval(benchmark.test_stream[: index + 1])
+        trained = emitted_by(strategy.evaluator, strategy.train, experience)
+        evaluated = emitted_by(
+            strategy.evaluator, strategy.eval, benchmark.test_stream[: index + 1]
+        )
         values = {}
         for source, phase in ((trained, "train_phase"), (evaluated, "eval_phase")):
             for avalanche_name, value in source.items():
@@ -586,6 +585,19 @@ def main(_config: dict, _run, seed: int) -> dict:
     return final
 
 
+def emitted_by(evaluator, call, *args) -> dict:
+    """The metric values the evaluator received while ``call(*args)`` ran (the last of each):
+    ``get_last_metrics()`` would also return values of earlier calls for metrics that
+    emitted nothing this time."""
+    before = {name: len(values) for name, (_, values) in evaluator.all_metric_results.items()}
+    call(*args)
+    return {
+        name: values[-1]
+        for name, (_, values) in evaluator.all_metric_results.items()
+        if len(values) > before.get(name, 0)
+    }
+
+
 def progress_line(index: int, total: int, values: dict, seconds: float) -> str:
     def show(name: str, fmt: str = ".3f") -> str:
         value = values.get(name)
@@ -600,18 +612,5 @@ def progress_line(index: int, total: int, values: dict, seconds: float) -> str:
     )
 
 
-def attach_mongo(ex_: Experiment, argv: list[str]) -> None:
-    """``mongo_url=...`` on the command line also stores the run in MongoDB."""
-    for arg in argv:
-        if arg.startswith("mongo_url="):
-            from sacred.observers import MongoObserver
-
-            db = next((a.split("=", 1)[1] for a in argv if a.startswith("mongo_db=")), "ponderlife")
-            ex_.observers.append(MongoObserver(url=arg.split("=", 1)[1], db_name=db))
-
-
 if __name__ == "__main__":
-    import sys
-
-    attach_mongo(ex, sys.argv)
     _runs.main(ex)

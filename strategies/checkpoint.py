@@ -92,6 +92,8 @@ def save_strategy(
             "clock": {field: int(getattr(strategy.clock, field)) for field in _CLOCK_FIELDS},
             "rng": {
                 "torch": torch.get_rng_state(),
+                # PonderNet samples halting on the model's device: keep the GPUs' RNGs too.
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
                 "numpy": _numpy_state(),
                 "python": random.getstate(),
             },
@@ -124,6 +126,8 @@ def load_strategy(path: str | os.PathLike, strategy) -> dict:
     for field, value in state["clock"].items():
         setattr(strategy.clock, field, value)
     torch.set_rng_state(state["rng"]["torch"])
+    if state["rng"].get("cuda"):
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
     _set_numpy_state(state["rng"]["numpy"])
     python = state["rng"]["python"]
     random.setstate((python[0], tuple(python[1]), python[2]))

@@ -31,6 +31,7 @@ from avalanche.evaluation.metric_utils import get_metric_name
 from torch import Tensor, nn
 
 from ponderlife import diagnostics, kl_to_geometric
+from ponderlife._checks import check_int, check_range
 from ponderlife.units import find_unit_layers
 from strategies.datasets import tensor_source
 
@@ -93,69 +94,84 @@ class _PerExperience(PluginMetric[dict]):
 
     def __init__(self):
         super().__init__()
-        self._values: dict[str, list[Tensor]] = defaultdict(list)
+        # One store per phase: a periodic evaluation inside training must not wipe what
+        # the training experience collected so far.
+        self._stores: dict[str, dict[str, list[Tensor]]] = {
+            "train": defaultdict(list),
+            "eval": defaultdict(list),
+        }
 
     def reset(self) -> None:
-        self._values = defaultdict(list)
+        for phase in self._stores:
+            self._stores[phase] = defaultdict(list)
 
     def result(self) -> dict:
-        return dict(self._values)
+        return {phase: dict(store) for phase, store in self._stores.items()}
 
-    def _collect(self, strategy) -> None:
+    def _collect(self, strategy, store: dict[str, list[Tensor]]) -> None:
         raise NotImplementedError
 
-    def _summary(self, strategy) -> dict[str, float]:
+    def _summary(self, strategy, store: dict[str, list[Tensor]]) -> dict[str, float]:
         raise NotImplementedError
 
-    def _finish(self, strategy) -> list[MetricValue]:
-        values = self._summary(strategy) if self._values else {}
-        self.reset()
+    def _finish(self, strategy, phase: str) -> list[MetricValue]:
+        store = self._stores[phase]
+        values = self._summary(strategy, store) if store else {}
+        self._stores[phase] = defaultdict(list)
         return _emit(self, strategy, self.family, values)
 
     def before_training_exp(self, strategy):
-        self.reset()
+        self._stores["train"] = defaultdict(list)
 
     def before_eval_exp(self, strategy):
-        self.reset()
+        self._stores["eval"] = defaultdict(list)
 
     def after_training_iteration(self, strategy):
-        self._collect(strategy)
+        self._collect(strategy, self._stores["train"])
 
     def after_eval_iteration(self, strategy):
-        self._collect(strategy)
+        self._collect(strategy, self._stores["eval"])
 
     def after_training_exp(self, strategy):
-        return self._finish(strategy)
+        return self._finish(strategy, "train")
 
     def after_eval_exp(self, strategy):
-        return self._finish(strategy)
+        return self._finish(strategy, "eval")
 
 
 class PonderingMetrics(_PerExperience):
     """Halting depth of a :class:`~strategies.PonderTemplate` (nothing for other
-    strategies). ``kl`` uses the strategy's ``lambda_p`` (forward direction)."""
+    strategies). ``kl`` uses the strategy's ``lambda_p`` (forward direction).
+
+    With PonderNet's evaluation early exit, a sample's halting distribution is not
+    computed past its halting step, so expected steps, entropy and KL would describe a
+    truncated distribution: only the halting-step statistics are emitted then (evaluate
+    with ``early_exit=False`` to get all five).
+    """
 
     family = "Ponder"
 
-    def _collect(self, strategy) -> None:
+    def _collect(self, strategy, store) -> None:
         output = getattr(strategy, "ponder_output", None)
         if output is None:
             return
-        self._values["halting_step"].append(output.halting_step.detach().float())
-        self._values["expected_steps"].append(output.expected_steps.detach().float())
+        store["halting_step"].append(output.halting_step.detach().float())
+        if not getattr(strategy, "ponder_distribution_complete", True):
+            return
+        store["expected_steps"].append(output.expected_steps.detach().float())
         p = _halting_distribution(output)
         if p is not None:
-            self._values["halting_entropy"].append(halting_entropy(p.float()))
+            store["halting_entropy"].append(halting_entropy(p.float()))
             parts = getattr(strategy, "ponder_loss_parts", None)
             lambda_p = getattr(strategy, "lambda_p", None)
             if parts is not None and hasattr(parts, "regularisation"):
-                self._values["kl"].append(parts.regularisation.detach().float())
+                store["kl"].append(parts.regularisation.detach().float())
             elif lambda_p is not None and hasattr(output, "log_p"):
                 kl = kl_to_geometric(p, lambda_p, log_p=output.log_p.detach())
-                self._values["kl"].append(kl.float())
+                store["kl"].append(kl.float())
 
-    def _summary(self, strategy) -> dict[str, float]:
-        values = {name: torch.cat(parts) for name, parts in self._values.items()}
+    def _summary(self, strategy, store) -> dict[str, float]:
+        values = {name: torch.cat(parts) for name, parts in store.items()}
         halting = values.pop("halting_step")
         summary = {
             "halting_step_mean": float(halting.mean()),
@@ -171,19 +187,19 @@ class DifficultyMetrics(_PerExperience):
 
     family = "Difficulty"
 
-    def _collect(self, strategy) -> None:
+    def _collect(self, strategy, store) -> None:
         output = getattr(strategy, "ponder_output", None)
         if output is None or strategy.mbatch is None or len(strategy.mbatch) < 4:
             return
-        self._values["difficulty"].append(strategy.mbatch[2].detach().flatten().float())
-        self._values["halting_step"].append(output.halting_step.detach().float())
+        store["difficulty"].append(strategy.mbatch[2].detach().flatten().float())
+        store["halting_step"].append(output.halting_step.detach().float())
 
     def after_training_iteration(self, strategy):
         return None  # evaluation only: the training unroll does not sample halting steps
 
-    def _summary(self, strategy) -> dict[str, float]:
-        difficulty = torch.cat(self._values["difficulty"]).cpu()
-        halting = torch.cat(self._values["halting_step"]).cpu()
+    def _summary(self, strategy, store) -> dict[str, float]:
+        difficulty = torch.cat(store["difficulty"]).cpu()
+        halting = torch.cat(store["halting_step"]).cpu()
         summary = {}
         correlation = spearman(difficulty, halting)
         if math.isfinite(correlation):  # undefined when every sample has one difficulty
@@ -216,10 +232,10 @@ class PlasticityMetrics(PluginMetric[dict]):
         units=None,
     ):
         super().__init__()
-        self.probe_size = probe_size
-        self.gradient_every = gradient_every
+        self.probe_size = check_int("probe_size", probe_size, 1)
+        self.dormant_threshold = check_range("dormant_threshold", dormant_threshold, 0.0, 1.0)
+        self.gradient_every = check_int("gradient_every", gradient_every, 1)
         self._iterations = 0
-        self.dormant_threshold = dormant_threshold
         self.units = units
         self._grad_norms: list[float] = []
 
@@ -279,7 +295,10 @@ class PlasticityMetrics(PluginMetric[dict]):
         was_training = model.training
         try:
             model.eval()
-            with torch.random.fork_rng(devices=[]):
+            # The probe must not consume random numbers of the run (PonderNet samples its
+            # halting on the model's device), on the CPU or on an accelerator.
+            devices = [x.device] if x.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):
                 model(x)
         finally:
             model.train(was_training)

@@ -150,6 +150,13 @@ class L2InitPlugin(_PerUpdatePlugin):
         L2Init(nn.Linear(1, 1), strength=strength)
         super().__init__(lambda model, opt: L2Init(model, strength=strength))
 
+    def before_training_exp(self, strategy, *args, **kwargs):
+        super().before_training_exp(strategy)
+        # θ₀ was captured (or loaded) before Avalanche moved the model to its device.
+        self.core.initial = [
+            t.to(p.device) for t, p in zip(self.core.initial, self.core.params, strict=True)
+        ]
+
 
 class ReDoPlugin(_PerUpdatePlugin):
     """Recycle τ-dormant units every ``every`` updates (:class:`ponderlife.baselines.ReDo`)."""

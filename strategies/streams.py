@@ -165,7 +165,7 @@ def bit_flipping_stream(
         fast = slice(source.num_slow, source.num_slow + source.num_random)
         bits = torch.randint(0, 2, x[:, fast].shape, generator=test_generator)
         x[:, fast] = bits.to(x.dtype)
-        test.append(tagged_dataset(x, source.target(x)[:, 0], difficulty[:test_samples]))
+        test.append(tagged_dataset(x, source.target(x)[:, 0], torch.full((test_samples,), index)))
     return _benchmark(train, test)
 
 

@@ -88,6 +88,7 @@ class PonderTemplate(SupervisedTemplate):
         self.task_loss = task_loss
         self.ponder_output = None
         self.ponder_loss_parts = None
+        self.ponder_distribution_complete = True
         super().__init__(model=model, optimizer=optimizer, **kwargs)
 
     # A lean data path: datasets built from tensors (all of strategies.streams) are sliced
@@ -108,6 +109,11 @@ class PonderTemplate(SupervisedTemplate):
     def forward(self):
         self.ponder_output = self.model(self.mb_x)
         self.ponder_loss_parts = None
+        # Evaluation with early exit leaves each sample's p truncated at its halting step.
+        model = self.model
+        self.ponder_distribution_complete = self.is_training or not (
+            isinstance(model, PonderNet) and model.early_exit and model.halting != "expected"
+        )
         return self.ponder_output.prediction
 
     def criterion(self):

@@ -310,16 +310,15 @@ def test_pondering_and_difficulty_metrics_are_emitted_per_experience():
     strategy.train(benchmark.train_stream[0])
     train_metrics = strategy.evaluator.get_last_metrics()
     results = strategy.eval(benchmark.test_stream)
+    distribution = ("expected_steps", "halting_entropy", "kl")
     for phase in ("train_phase/train_stream", "eval_phase/test_stream"):
-        for key in (
-            "halting_step_mean",
-            "halting_step_p90",
-            "expected_steps",
-            "halting_entropy",
-            "kl",
-        ):
+        for key in ("halting_step_mean", "halting_step_p90", *distribution):
             name = f"Ponder/{key}/{phase}/Exp000"
             value = train_metrics.get(name, results.get(name))
+            if phase.startswith("eval") and key in distribution:
+                # early exit truncates each sample's p at its halt: not emitted
+                assert value is None, name
+                continue
             assert value is not None and math.isfinite(value), name
             assert isinstance(value, float)
     mean = results["Ponder/halting_step_mean/eval_phase/test_stream/Exp001"]
@@ -473,3 +472,57 @@ def test_loading_a_checkpoint_into_a_different_strategy_fails_clearly(tmp_path):
     other = PonderTemplate(model=model, optimizer=AdamPerElement(model.parameters(), lr=1e-2))
     with pytest.raises(ValueError, match="plugins"):
         load_strategy(tmp_path / "c.pt", other)
+
+
+def test_without_early_exit_evaluation_reports_the_full_halting_distribution():
+    torch.manual_seed(0)
+    model = PonderNet(RNNStep(FEATURES, 16, CLASSES), max_steps=5, early_exit=False)
+    strategy = PonderTemplate(
+        model=model,
+        optimizer=torch.optim.Adam(model.parameters(), lr=1e-2),
+        train_mb_size=BATCH,
+        eval_mb_size=7,  # odd minibatches: the values must not depend on them
+        evaluator=evaluator(PonderingMetrics()),
+    )
+    benchmark = stream(1)
+    strategy.train(benchmark.train_stream[0])
+    results = strategy.eval(benchmark.test_stream)
+    name = "Ponder/expected_steps/eval_phase/test_stream/Exp000"
+    model.eval()
+    x = torch.stack([benchmark.test_stream[0].dataset[i][0] for i in range(32)])
+    with torch.no_grad():
+        expected = float(model(x).expected_steps.mean())
+    assert results[name] == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_periodic_evaluation_does_not_wipe_the_training_metrics():
+    torch.manual_seed(0)
+    model = pondernet()
+    benchmark = stream(1)
+    strategy = PonderTemplate(
+        model=model,
+        optimizer=torch.optim.Adam(model.parameters(), lr=1e-2),
+        train_mb_size=BATCH,
+        train_epochs=2,
+        eval_every=1,
+        evaluator=evaluator(PonderingMetrics()),
+    )
+    strategy.train(benchmark.train_stream[0], eval_streams=[benchmark.test_stream])
+    metrics = strategy.evaluator.get_all_metrics()
+    name = "Ponder/halting_step_mean/train_phase/train_stream/Exp000"
+    assert name in metrics and len(metrics[name][1]) == 1
+
+
+def test_the_stream_experiment_logs_only_values_emitted_now():
+    from experiments.stream import emitted_by
+
+    torch.manual_seed(0)
+    model = mlp()
+    strategy = naive(model, [])
+    benchmark = stream(2)
+    strategy.train(benchmark.train_stream[0])
+    first = emitted_by(strategy.evaluator, strategy.eval, benchmark.test_stream[:1])
+    later = emitted_by(strategy.evaluator, strategy.eval, benchmark.test_stream[1:])
+    assert "Top1_Acc_Exp/eval_phase/test_stream/Exp000" in first
+    assert "Top1_Acc_Exp/eval_phase/test_stream/Exp000" not in later  # stale, not re-logged
+    assert "Top1_Acc_Exp/eval_phase/test_stream/Exp001" in later

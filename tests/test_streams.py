@@ -198,3 +198,9 @@ def test_the_stream_experiment_rejects_a_drift_out_of_range():
 
     with pytest.raises(ValueError, match="config 'drift'"):
         ex.run(config_updates={"drift": 0.9, "experiences": 1})
+
+
+def test_bit_flipping_test_sets_may_be_larger_than_a_segment():
+    bench = bit_flipping_stream(experiences=2, period=20, test_samples=50)
+    x, _, difficulty, _ = tensors(bench.test_stream[1])
+    assert len(x) == 50 and torch.all(difficulty == 1)
