@@ -173,6 +173,10 @@ def build_model(cfg: dict) -> torch.nn.Module:
             halting=cfg["eval_halting"],
             threshold=cfg["threshold"],
             truncation=cfg["truncation"],
+            # Evaluation unrolls all N steps so expected_steps describes the whole halting
+            # distribution; early exit gives the same halting steps and answers (tested)
+            # but stops computing p at each sample's halt.
+            early_exit=False,
         )
     if cfg["model"] == "act":
         return ACT(step, max_steps=cfg["max_steps"], epsilon=cfg["act_epsilon"])
