@@ -34,10 +34,8 @@ from ponderlife import (
     PonderNet,
     ResidualMLPStep,
     RNNStep,
-    act_loss,
     configure_threads,
-    fixed_depth_loss,
-    ponder_loss,
+    model_loss,
 )
 from ponderlife.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from ponderlife.tasks import ParityBatch, parity_batch, parity_nonzero_range
@@ -188,24 +186,21 @@ def bce_per_sample(prediction: Tensor, target: Tensor) -> Tensor:
 
 
 def objective(cfg: dict, output, target: Tensor) -> tuple[Tensor, dict[str, float]]:
-    """The model's training loss and its logged parts."""
-    if cfg["model"] == "pondernet":
-        loss = ponder_loss(
-            output,
-            target,
-            bce_per_sample,
-            beta=cfg["beta"],
-            lambda_p=cfg["lambda_p"],
-            direction=cfg["kl_direction"],
-        )
-        parts = {"reconstruction": loss.reconstruction, "regularisation": loss.regularisation}
-    elif cfg["model"] == "act":
-        loss = act_loss(output, target, bce_per_sample, tau=cfg["tau"])
-        parts = {"task": loss.task, "ponder_cost": loss.ponder_cost}
-    else:
-        loss = fixed_depth_loss(output, target, bce_per_sample)
-        parts = {"task": loss.task}
-    return loss.total, {name: value.item() for name, value in parts.items()}
+    """The model's training loss and its logged parts (PonderNet: reconstruction,
+    regularisation; ACT: task, ponder_cost; fixed depth: task)."""
+    loss = model_loss(
+        output,
+        target,
+        bce_per_sample,
+        beta=cfg["beta"],
+        lambda_p=cfg["lambda_p"],
+        direction=cfg["kl_direction"],
+        tau=cfg["tau"],
+    )
+    parts = {name: value.item() for name, value in loss._asdict().items()}
+    parts.pop("total")
+    parts.pop("expected_steps", None)  # logged from the output itself
+    return loss.total, parts
 
 
 def evaluation_sets(cfg: dict, generator: torch.Generator) -> dict[str, ParityBatch]:

@@ -18,17 +18,7 @@ import torch.nn.functional as F
 from avalanche.training.templates import SupervisedTemplate
 from torch import Tensor, nn
 
-from ponderlife import (
-    ACT,
-    ACTOutput,
-    FixedDepth,
-    PonderNet,
-    PonderOutput,
-    act_loss,
-    fixed_depth_loss,
-    ponder_loss,
-    reach_probabilities,
-)
+from ponderlife import ACT, FixedDepth, PonderNet, PonderOutput, model_loss, reach_probabilities
 from ponderlife._checks import check_choice, check_range
 from strategies.datasets import TensorBatches, tensor_source
 
@@ -121,20 +111,16 @@ class PonderTemplate(SupervisedTemplate):
         if not self.is_training:
             return self.task_loss(output.prediction, target).mean()
         # Per-sample parts, kept for the pondering metrics (no second KL computation).
-        if isinstance(output, PonderOutput):
-            parts = ponder_loss(
-                output,
-                target,
-                self.task_loss,
-                beta=self.beta,
-                lambda_p=self.lambda_p,
-                direction=self.kl_direction,
-                reduction="none",
-            )
-        elif isinstance(output, ACTOutput):
-            parts = act_loss(output, target, self.task_loss, tau=self.tau, reduction="none")
-        else:
-            parts = fixed_depth_loss(output, target, self.task_loss, reduction="none")
+        parts = model_loss(
+            output,
+            target,
+            self.task_loss,
+            beta=self.beta,
+            lambda_p=self.lambda_p,
+            direction=self.kl_direction,
+            tau=self.tau,
+            reduction="none",
+        )
         self.ponder_loss_parts = parts
         return parts.total.mean()
 

@@ -242,3 +242,36 @@ def test_act_and_fixed_depth_validate_arguments():
         act_loss(out, torch.zeros(1, 1), lambda a, b: a.sum(-1), tau=-1.0)
     with pytest.raises(ValueError, match="epsilon"):
         ACT(ConstantHalting([0.5]), epsilon=math.nan)
+
+
+def test_model_loss_picks_each_models_own_loss():
+    from ponderlife import (
+        ACT,
+        FixedDepth,
+        PonderNet,
+        RNNStep,
+        act_loss,
+        fixed_depth_loss,
+        model_loss,
+        ponder_loss,
+    )
+
+    torch.manual_seed(0)
+    x, y = torch.randn(6, 4), torch.randint(0, 2, (6,))
+
+    def task(prediction, target):
+        return torch.nn.functional.cross_entropy(prediction, target, reduction="none")
+
+    def step():
+        return RNNStep(4, 8, 2)
+
+    ponder = PonderNet(step(), max_steps=4)(x)
+    act = ACT(step(), max_steps=4)(x)
+    fixed = FixedDepth(step(), num_steps=3)(x)
+    assert model_loss(ponder, y, task, beta=0.1, lambda_p=0.3) == ponder_loss(
+        ponder, y, task, beta=0.1, lambda_p=0.3
+    )
+    assert model_loss(act, y, task, tau=0.05) == act_loss(act, y, task, tau=0.05)
+    assert model_loss(fixed, y, task) == fixed_depth_loss(fixed, y, task)
+    with pytest.raises(TypeError, match="PonderOutput"):
+        model_loss(torch.zeros(3), y, task)
