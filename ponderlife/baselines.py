@@ -96,6 +96,11 @@ class L2Init:
             (p - p0).pow(2).sum() for p, p0 in zip(self.params, self.initial, strict=True)
         )
 
+    def to(self, device) -> L2Init:
+        """Keep θ₀ beside the parameters (a model built on the CPU and moved later)."""
+        self.initial = [p0.to(device) for p0 in self.initial]
+        return self
+
     def state_dict(self) -> dict:
         return {"initial": [p.clone() for p in self.initial]}
 

@@ -231,10 +231,12 @@ def find_unit_layers(model: nn.Module) -> list[UnitLayer]:
 
 
 class ActivationRecorder:
-    """Forward hooks on each layer's activation module that only *record* its output, and
-    only in training mode; whoever owns the recorder takes the records with :meth:`pop`."""
+    """Forward hooks on each layer's activation module that only *record* its output (by
+    default only in training mode; ``training_only=False`` records every forward, e.g. for
+    a diagnostic probe); whoever owns the recorder takes the records with :meth:`pop`."""
 
-    def __init__(self, layers: Sequence[UnitLayer]):
+    def __init__(self, layers: Sequence[UnitLayer], *, training_only: bool = True):
+        self.training_only = training_only
         self._records: dict[str, list[Tensor]] = {layer.name: [] for layer in layers}
         self._hooks = [
             layer.activation.register_forward_hook(self._recorder(layer.name, layer.activation))
@@ -245,7 +247,7 @@ class ActivationRecorder:
         # A deep copy of the model (LwF's teacher, say) copies this hook too; the identity
         # check keeps the copy's forwards out of the records.
         def record(module: nn.Module, inputs, output: Tensor) -> None:
-            if module.training and module is owner:
+            if (module.training or not self.training_only) and module is owner:
                 self._records[name].append(output.detach())
 
         return record

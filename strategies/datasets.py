@@ -32,6 +32,9 @@ def tagged_dataset(x: Tensor, y: Tensor, difficulty: Tensor, task_label: int = 0
 def experience_difficulty(experience) -> Tensor:
     """The difficulty tags of an experience's samples, (N,) int64."""
     dataset = experience.dataset
+    tensors = tensor_source(dataset)
+    if tensors is not None:
+        return tensors[2]
     return torch.stack([torch.as_tensor(dataset[i][2]) for i in range(len(dataset))])
 
 

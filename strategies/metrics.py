@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from ponderlife import diagnostics, kl_to_geometric
 from ponderlife._checks import check_int, check_range
-from ponderlife.units import find_unit_layers
+from ponderlife.units import ActivationRecorder, find_unit_layers
 from strategies.datasets import tensor_source
 
 __all__ = [
@@ -285,13 +285,7 @@ class PlasticityMetrics(PluginMetric[dict]):
             layers = self.units if self.units is not None else find_unit_layers(model)
         except ValueError:
             return {}
-        records: dict[str, list[Tensor]] = {layer.name: [] for layer in layers}
-        hooks = [
-            layer.activation.register_forward_hook(
-                lambda module, inputs, out, name=layer.name: records[name].append(out.detach())
-            )
-            for layer in layers
-        ]
+        recorder = ActivationRecorder(layers, training_only=False)
         was_training = model.training
         try:
             model.eval()
@@ -302,9 +296,9 @@ class PlasticityMetrics(PluginMetric[dict]):
                 model(x)
         finally:
             model.train(was_training)
-            for hook in hooks:
-                hook.remove()
-        features = [torch.cat(rs) for rs in records.values() if rs]
+            recorder.remove()
+        records = [recorder.pop(layer.name) for layer in layers]
+        features = [torch.cat(rs) for rs in records if rs]
         if not features:
             return {}
         # Layers are averaged: one number per diagnostic.

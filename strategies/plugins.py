@@ -76,6 +76,10 @@ class _CorePlugin(SupervisedPlugin):
     def before_training_exp(self, strategy, *args, **kwargs):
         if hasattr(self.core, "optimizer"):
             self.core.optimizer = strategy.optimizer
+        # Cores with state (CBP buffers, L2-Init's θ₀) were built, or loaded, before
+        # Avalanche moved the model to its device.
+        if hasattr(self.core, "to"):
+            self.core.to(next(strategy.model.parameters()).device)
 
     # Checkpointing (strategies.checkpoint) saves and restores plugins through these.
     def state_dict(self) -> dict:
@@ -109,10 +113,6 @@ class ContinualBackpropPlugin(_CorePlugin):
     def replacements(self) -> dict[str, int]:
         """Units replaced so far, per layer (empty before training)."""
         return {} if self.core is None else self.core.replacements
-
-    def before_training_exp(self, strategy, *args, **kwargs):
-        super().before_training_exp(strategy)
-        self.core.to(next(strategy.model.parameters()).device)
 
     def before_forward(self, strategy, *args, **kwargs):
         self.core.recorder.clear()  # only this iteration's training forward counts
@@ -149,13 +149,6 @@ class L2InitPlugin(_PerUpdatePlugin):
     def __init__(self, *, strength: float = 1e-2):
         L2Init(nn.Linear(1, 1), strength=strength)
         super().__init__(lambda model, opt: L2Init(model, strength=strength))
-
-    def before_training_exp(self, strategy, *args, **kwargs):
-        super().before_training_exp(strategy)
-        # θ₀ was captured (or loaded) before Avalanche moved the model to its device.
-        self.core.initial = [
-            t.to(p.device) for t, p in zip(self.core.initial, self.core.params, strict=True)
-        ]
 
 
 class ReDoPlugin(_PerUpdatePlugin):

@@ -145,3 +145,24 @@ def test_head_and_full_reset_reinitialise_and_drop_optimizer_state():
 def test_invalid_arguments_name_the_argument(build, name):
     with pytest.raises(ValueError, match=name):
         build(small_net())
+
+
+def test_l2_init_moves_its_initial_weights_with_to():
+    model = nn.Linear(3, 2)
+    method = L2Init(model, strength=0.5)
+    assert method.to(torch.float64) is method  # any .to() argument a tensor accepts
+    assert all(p0.dtype == torch.float64 for p0 in method.initial)
+
+
+def test_an_unrestricted_recorder_also_records_evaluation_forwards():
+    from ponderlife.units import ActivationRecorder, find_unit_layers
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
+    layers = find_unit_layers(model)
+    training_only = ActivationRecorder(layers)
+    every = ActivationRecorder(layers, training_only=False)
+    model.eval()
+    model(torch.randn(5, 3))
+    assert training_only.pop("0") == []
+    (record,) = every.pop("0")
+    assert record.shape == (5, 4)
