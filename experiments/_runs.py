@@ -5,10 +5,24 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from sacred import Experiment
 from sacred.observers import FileStorageObserver
+
+from ponderlife import configure_threads
+
+
+def start(config: dict, seed: int, validate: Callable[[dict], None]) -> dict:
+    """The opening of every experiment's main: the config as a plain dict, validated before
+    any work, torch's thread count set and its global RNG seeded."""
+    cfg = dict(config)
+    validate(cfg)
+    configure_threads(cfg["num_threads"])
+    torch.manual_seed(seed)
+    return cfg
 
 
 def runs_root(experiment: str) -> Path:

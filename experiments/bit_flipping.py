@@ -28,7 +28,7 @@ from torch import nn
 from experiments import _runs
 from experiments._config import check, choice_configs
 from experiments._runs import checkpoint_path, run_directory
-from ponderlife import ContinualBackprop, configure_threads, diagnostics
+from ponderlife import ContinualBackprop, diagnostics
 from ponderlife.baselines import L2, UPGD, L2Init, ReDo, ShrinkPerturb
 from ponderlife.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from ponderlife.tasks import BitFlippingStream
@@ -210,10 +210,7 @@ def probe_metrics(model: nn.Sequential, probe: torch.Tensor) -> dict[str, float]
 
 @ex.main
 def main(_config: dict, _run, seed: int) -> dict:
-    cfg = dict(_config)
-    validate(cfg)
-    configure_threads(cfg["num_threads"])
-    torch.manual_seed(seed)
+    cfg = _runs.start(_config, seed, validate)
     stream = BitFlippingStream(
         num_slow=cfg["num_slow"],
         num_random=cfg["num_random"],

@@ -34,7 +34,6 @@ from ponderlife import (
     PonderNet,
     ResidualMLPStep,
     RNNStep,
-    configure_threads,
     model_loss,
 )
 from ponderlife.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
@@ -245,10 +244,7 @@ def by_nonzero(results: dict[str, Tensor], nonzero: Tensor) -> dict[str, dict[st
 
 @ex.main
 def main(_config: dict, _run, seed: int) -> dict:
-    cfg = dict(_config)
-    validate(cfg)
-    configure_threads(cfg["num_threads"])
-    torch.manual_seed(seed)
+    cfg = _runs.start(_config, seed, validate)
     train_generator = torch.Generator().manual_seed(seed)
     halting_generator = torch.Generator().manual_seed(seed + 1)
     test_sets = evaluation_sets(cfg, torch.Generator().manual_seed(seed + 2))

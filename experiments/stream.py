@@ -47,7 +47,6 @@ from ponderlife import (
     ResidualMLPStep,
     RNNStep,
     TransformerStep,
-    configure_threads,
 )
 from ponderlife.baselines import UPGD
 from ponderlife.tasks import PAD_TOKEN, VOCAB_SIZE
@@ -522,10 +521,7 @@ def forgetting(history: dict, experience: int) -> dict[str, float]:
 
 @ex.main
 def main(_config: dict, _run, seed: int) -> dict:
-    cfg = dict(_config)
-    validate(cfg)
-    configure_threads(cfg["num_threads"])
-    torch.manual_seed(seed)
+    cfg = _runs.start(_config, seed, validate)
     benchmark = build_stream(cfg, seed if cfg["stream_seed"] is None else cfg["stream_seed"])
     strategy = build_strategy(cfg, benchmark)
     directory = run_directory(_run)
