@@ -20,6 +20,7 @@ from analysis.runs import (
     parse_metric_name,
     per_experience,
     summarise,
+    with_difficulty,
 )
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "plasticity_curve",
     "plasticity_diagnostics",
     "summarise",
+    "with_difficulty",
     "write_report",
 ]
 

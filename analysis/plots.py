@@ -22,7 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from analysis.runs import MissingMetricError, final_forgetting, per_experience
+from analysis.runs import MissingMetricError, final_forgetting, per_experience, with_difficulty
 
 __all__ = [
     "COLORS",
@@ -170,11 +170,7 @@ def _levels(frame: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame | None:
     """``table`` (one row per run × experience) with each experience's difficulty level
     (``stream.difficulty`` at that step) as ``level``, when the stream cycles through 2 to
     :data:`MAX_LEVEL_PANELS` levels; None otherwise."""
-    difficulty = frame[frame["name"] == "stream.difficulty"][["run", "step", "value"]]
-    if difficulty.empty:
-        return None
-    difficulty = difficulty.rename(columns={"step": "experience", "value": "level"})
-    merged = table.merge(difficulty, on=["run", "experience"], how="inner")
+    merged = with_difficulty(frame, table)
     count = merged["level"].nunique()
     return merged if 2 <= count <= MAX_LEVEL_PANELS else None
 

@@ -395,6 +395,15 @@ def per_experience(
     return rows[columns].sort_values(["run", "experience", "step"]).reset_index(drop=True)
 
 
+def with_difficulty(frame: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` (rows with ``run`` and ``experience``, e.g. from :func:`per_experience`)
+    joined with each experience's difficulty level (``stream.difficulty`` logged at that
+    step) as a ``level`` column; rows without a logged level are dropped."""
+    difficulty = frame[frame["name"] == "stream.difficulty"][["run", "step", "value"]]
+    difficulty = difficulty.rename(columns={"step": "experience", "value": "level"})
+    return table.merge(difficulty, on=["run", "experience"], how="inner")
+
+
 def accuracy_matrix(frame: pd.DataFrame, run: str) -> pd.DataFrame:
     """``eval.accuracy.exp<NNN>`` of one run as a matrix: rows = step (experience just
     trained), columns = evaluated experience, NaN where an experience was not evaluated."""

@@ -25,7 +25,7 @@ from experiments.sweep import parse_value, plan, run_sweep
 def summary_table(frame) -> list[str]:
     """Per method: final stream accuracy, accuracy on new experiences early vs late,
     mean halting step per difficulty level, units replaced."""
-    from analysis import per_experience
+    from analysis import per_experience, with_difficulty
 
     lines = []
     new = per_experience(frame, "accuracy", on="new")
@@ -45,14 +45,9 @@ def summary_table(frame) -> list[str]:
             & (frame["step"] == last)
             & (frame["config.method"] == method)
         ]["value"]
-        steps = halting[halting["config.method"] == method].merge(
-            frame[frame["name"] == "stream.difficulty"][["run", "step", "value"]].rename(
-                columns={"step": "experience", "value": "n"}
-            ),
-            on=["run", "experience"],
-        )
+        steps = with_difficulty(frame, halting[halting["config.method"] == method])
         by_n = "  ".join(
-            f"n={int(n)}: {v:.2f}" for n, v in steps.groupby("n")["value"].mean().items()
+            f"n={int(n)}: {v:.2f}" for n, v in steps.groupby("level")["value"].mean().items()
         )
         lines.append(
             f"{method:<8}{rows['run'].nunique():>5}{_cell(early):>22}"
