@@ -43,6 +43,7 @@ from strategies import (
     PonderingMetrics,
     PonderTemplate,
 )
+from strategies.datasets import tensor_source
 from strategies.streams import linear_system_stream
 from strategies.template import per_sample_cross_entropy
 
@@ -53,12 +54,6 @@ CBP = {"replacement_rate": 1e-3, "maturity_threshold": 100}
 def model(inputs: int) -> PonderNet:
     torch.manual_seed(0)
     return PonderNet(ResidualMLPStep(inputs, HIDDEN, 2), max_steps=STEPS)
-
-
-def tensors(experience) -> tuple[torch.Tensor, torch.Tensor]:
-    data = experience.dataset
-    samples = [data[i] for i in range(len(data))]
-    return torch.stack([s[0] for s in samples]), torch.stack([s[1] for s in samples])
 
 
 def plain_loop(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -108,7 +103,7 @@ def avalanche(experience, inputs: int, with_metrics: bool) -> float:
 def overhead(samples: int, repeats: int) -> None:
     bench = linear_system_stream(dimensions=[4], samples_per_experience=samples, test_samples=8)
     experience = bench.train_stream[0]
-    x, y = tensors(experience)
+    x, y = tensor_source(experience.dataset)[:2]  # the same data the strategy trains on
     times: dict[str, list[float]] = {"plain": [], "avalanche": [], "avalanche+metrics": []}
     plain_loop(x, y)  # warm-up
     for _ in range(repeats):
