@@ -161,6 +161,8 @@ def validate(cfg: dict) -> None:
 
 
 def build_model(cfg: dict) -> torch.nn.Module:
+    """The config's model; PonderNet's halting draws (training and evaluation) come from
+    its own generators, seeded from the run's seed and saved with its state_dict."""
     step = STEPS[cfg["step"]](cfg["size"], cfg["hidden_size"], 1, halting_bias=cfg["halting_bias"])
     if cfg["model"] == "pondernet":
         return PonderNet(
@@ -174,6 +176,7 @@ def build_model(cfg: dict) -> torch.nn.Module:
             # distribution; early exit gives the same halting steps and answers (tested)
             # but stops computing p at each sample's halt.
             early_exit=False,
+            halting_seed=cfg["seed"],
         )
     if cfg["model"] == "act":
         return ACT(step, max_steps=cfg["max_steps"], epsilon=cfg["act_epsilon"])
@@ -220,11 +223,10 @@ def evaluation_sets(cfg: dict, generator: torch.Generator) -> dict[str, ParityBa
 
 
 @torch.no_grad()
-def evaluate(model, data: ParityBatch, generator: torch.Generator) -> dict[str, Tensor]:
+def evaluate(model, data: ParityBatch) -> dict[str, Tensor]:
     """Per-sample correctness, halting step and expected steps on a fixed test set."""
     model.eval()
-    kwargs = {"generator": generator} if isinstance(model, PonderNet) else {}
-    output = model(data.x, **kwargs)
+    output = model(data.x)
     model.train()
     correct = ((output.prediction.squeeze(-1) > 0).float() == data.y).float()
     return {
@@ -246,7 +248,6 @@ def by_nonzero(results: dict[str, Tensor], nonzero: Tensor) -> dict[str, dict[st
 def main(_config: dict, _run, seed: int) -> dict:
     cfg = _runs.start(_config, seed, validate)
     train_generator = torch.Generator().manual_seed(seed)
-    halting_generator = torch.Generator().manual_seed(seed + 1)
     test_sets = evaluation_sets(cfg, torch.Generator().manual_seed(seed + 2))
     train_range = parity_nonzero_range(
         cfg["size"], "interpolation" if cfg["split"] == "interpolation" else "extrapolation_train"
@@ -259,7 +260,7 @@ def main(_config: dict, _run, seed: int) -> dict:
         state = load_checkpoint(checkpoint_path(cfg["resume_from"]))
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        restore_rng_states(state["rng"], train=train_generator, halting=halting_generator)
+        restore_rng_states(state["rng"], train=train_generator)
         start = int(state["update"])
         print(f"resumed from {cfg['resume_from']} at update {start}")
     directory = run_directory(_run)
@@ -305,7 +306,7 @@ def main(_config: dict, _run, seed: int) -> dict:
                 _run.log_scalar(f"train.{name}", value / count, update)
             summary = []
             for split, data in test_sets.items():
-                results = evaluate(model, data, halting_generator)
+                results = evaluate(model, data)
                 for name, values in results.items():
                     _run.log_scalar(f"{split}.{name}", float(values.mean()), update)
                 summary.append(
@@ -324,14 +325,14 @@ def main(_config: dict, _run, seed: int) -> dict:
                     {
                         "model": model.state_dict(),
                         "optimizer": optimizer.state_dict(),
-                        "rng": rng_states(train=train_generator, halting=halting_generator),
+                        "rng": rng_states(train=train_generator),
                         "update": update,
                     },
                 )
 
     final = {}
     for split, data in test_sets.items():
-        results = evaluate(model, data, halting_generator)
+        results = evaluate(model, data)
         _run.info.setdefault("by_nonzero", {})[split] = by_nonzero(results, data.nonzero)
         final.update({f"{split}.{name}": float(v.mean()) for name, v in results.items()})
     _run.info["wall_seconds"] = time.perf_counter() - began

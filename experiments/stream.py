@@ -143,7 +143,7 @@ def config():
 
     # ---- logging and runtime ---------------------------------------------------------------
     probe_size = 256  # samples of the probe batch for plasticity diagnostics; int ≥ 1
-    dormant_threshold = 0.01  # dormant unit: mean |activation| below this; [0, 1]
+    dormant_threshold = 0.01  # dormant unit: nonzero on < this fraction of probe inputs; [0, 1]
     device = "cpu"  # torch device for the model ("cpu", "cuda", ...)
     num_threads = 1  # torch CPU threads; int ≥ 1
     resume_from = None  # run folder or checkpoint to continue from (see `resume`)
@@ -365,7 +365,13 @@ def build_model(cfg: dict, benchmark) -> torch.nn.Module:
         )
     if cfg["model"] == "pondernet":
         return PonderNet(
-            step, max_steps=cfg["max_steps"], epsilon=cfg["epsilon"], halting=cfg["eval_halting"]
+            step,
+            max_steps=cfg["max_steps"],
+            epsilon=cfg["epsilon"],
+            halting=cfg["eval_halting"],
+            # Halting draws come from the model's own generators (saved in its state_dict),
+            # so the evaluation halting mode never shifts the run's other randomness.
+            halting_seed=cfg["seed"],
         )
     if cfg["model"] == "act":
         return ACT(step, max_steps=cfg["max_steps"])

@@ -5,7 +5,8 @@ The core depends on torch and numpy only. Public API:
 * halting maths: :func:`halting_distribution`, :func:`log_halting_distribution`,
   :func:`log_geometric_prior`, :func:`kl_to_geometric`, :func:`ponder_loss`;
 * models: :class:`PonderNet`, :class:`ACT`, :class:`FixedDepth` and their losses
-  (:func:`model_loss` picks the right one from a model's output);
+  (:func:`model_loss` picks the right one from a model's output, and
+  :func:`ponder_step_weights` the weight of each step for the plasticity methods);
 * step functions: :class:`RNNStep`, :class:`GRUStep`, :class:`ResidualMLPStep`,
   :class:`TransformerStep`;
 * plasticity: :class:`ContinualBackprop` (units found by :mod:`ponderlife.units`),
@@ -24,7 +25,7 @@ from ponderlife.halting import (
     log_halting_distribution,
     ponder_loss,
 )
-from ponderlife.objectives import model_loss
+from ponderlife.objectives import model_loss, ponder_step_weights
 from ponderlife.optim import AdamPerElement, reset_optimizer_state
 from ponderlife.pondernet import PonderNet, PonderOutput, reach_probabilities
 from ponderlife.runtime import configure_threads
@@ -68,6 +69,7 @@ __all__ = [
     "log_halting_distribution",
     "model_loss",
     "ponder_loss",
+    "ponder_step_weights",
     "reach_probabilities",
     "reset_optimizer_state",
 ]

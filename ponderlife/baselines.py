@@ -4,13 +4,15 @@ Per-step methods expose ``step()``, called after ``optimizer.step()``; task-boun
 methods expose ``task_boundary()``. The weight-space regularisers here act *decoupled*
 (directly on the weights after the optimizer step, as AdamW does), so they behave the
 same under SGD and Adam; ``penalty()`` gives the coupled loss-term form where the
-literature uses it. Defaults are the references' (continual-backprop.md).
+literature uses it. Both forms describe one regulariser: ``step()`` is exactly one
+gradient step of ``penalty()`` with learning rate 1. Defaults are the references'
+(continual-backprop.md).
 
 =================  ====================================================================
 ``L2``             θ ← (1 − weight_decay)·θ each step (reference: 1e-4).
 ``ShrinkPerturb``  θ ← (1 − shrink)·θ + N(0, noise_std²) each step (Ash & Adams 2020;
                    reference here: shrink 1e-4, σ 1e-5).
-``L2Init``         θ ← θ − strength·(θ − θ₀) each step; ``penalty()`` = strength·‖θ − θ₀‖²
+``L2Init``         θ ← θ − strength·(θ − θ₀) each step; ``penalty()`` = strength/2·‖θ − θ₀‖²
                    (Kumar et al. 2023).
 ``ReDo``           every ``every`` steps, units with τ-dormant score ≤ τ get fresh incoming
                    weights, zero outgoing weights and zero optimizer moments (Sokar et al.
@@ -30,8 +32,16 @@ import torch
 from torch import Tensor, nn
 
 from ponderlife._checks import check_choice, check_int, check_range
-from ponderlife.diagnostics import tau_dormant_scores
-from ponderlife.units import ActivationRecorder, UnitLayer, find_unit_layers, reinitialise_units
+from ponderlife.diagnostics import dormancy_scores
+from ponderlife.units import (
+    ActivationRecorder,
+    UnitLayer,
+    check_unit_layers,
+    find_unit_layers,
+    recorded_samples,
+    reinitialise_units,
+    sample_average,
+)
 
 
 def _parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -91,9 +101,12 @@ class L2Init:
             p.sub_(p - p0, alpha=self.strength)
 
     def penalty(self) -> Tensor:
-        """The coupled form, ``strength · ‖θ − θ₀‖²``, to add to the loss instead."""
-        return self.strength * sum(
-            (p - p0).pow(2).sum() for p, p0 in zip(self.params, self.initial, strict=True)
+        """The coupled form, ``strength/2 · ‖θ − θ₀‖²``, to add to the loss instead (its
+        gradient step with learning rate 1 is :meth:`step`)."""
+        return (
+            0.5
+            * self.strength
+            * sum((p - p0).pow(2).sum() for p, p0 in zip(self.params, self.initial, strict=True))
         )
 
     def to(self, device) -> L2Init:
@@ -111,11 +124,16 @@ class L2Init:
 class ReDo:
     """Recycle dormant units (Sokar et al. 2023) every ``every`` steps.
 
-    A unit is τ-dormant when its mean |activation| on the latest recorded training batch,
-    divided by the layer's mean over units, is ≤ ``tau``. Such units get fresh incoming
-    weights (``init`` as in :class:`~ponderlife.ContinualBackprop`), zero outgoing
+    A unit is τ-dormant when its mean |activation| over the latest update's training
+    forwards, divided by the layer's mean over units, is ≤ ``tau``. Such units get fresh
+    incoming weights (``init`` as in :class:`~ponderlife.ContinualBackprop`), zero outgoing
     weights, and their optimizer state is zeroed. Units are found as for continual
     backprop, or given as ``units``.
+
+    The mean is over every sample and position of every forward recorded in the update,
+    exactly as continual backprop averages: a pondering model's N step forwards are
+    weighted by ``step_weights`` (N, B) (:func:`ponderlife.ponder_step_weights`), not
+    scored on the last step alone.
     """
 
     def __init__(
@@ -134,15 +152,19 @@ class ReDo:
         self.init = check_choice("init", init, ("default", "kaiming"))
         self.optimizer = optimizer
         self.generator = generator
-        self.layers = list(units) if units is not None else find_unit_layers(model)
+        if units is None:
+            self.layers = find_unit_layers(model)
+        else:
+            self.layers = list(units)
+            check_unit_layers(model, self.layers)
         self.recorder = ActivationRecorder(self.layers)
         self.steps = 0
         self.replaced = {layer.name: 0 for layer in self.layers}
 
     @torch.no_grad()
-    def step(self) -> dict[str, int]:
+    def step(self, step_weights: Tensor | None = None) -> dict[str, int]:
         """Count a step; on every ``every``-th, recycle the τ-dormant units. Returns the
-        units recycled now, per layer."""
+        units recycled now, per layer. ``step_weights`` as for continual backprop."""
         self.steps += 1
         recycled = {}
         for layer in self.layers:
@@ -150,7 +172,9 @@ class ReDo:
             recycled[layer.name] = 0
             if self.steps % self.every or not records:
                 continue
-            units = torch.nonzero(tau_dormant_scores(records[-1]) <= self.tau).flatten()
+            samples, weights = recorded_samples(layer, records, step_weights)
+            magnitude = sample_average(samples.abs(), weights).mean(-1)
+            units = torch.nonzero(dormancy_scores(magnitude) <= self.tau).flatten()
             if units.numel():
                 reinitialise_units(
                     layer, units, self.optimizer, init=self.init, generator=self.generator
@@ -175,11 +199,17 @@ class UPGD(torch.optim.Optimizer):
 
     Per weight, the utility is a running average (β_u) of ``−g·θ`` (first-order estimate
     of the loss increase if the weight were removed). It is bias-corrected, divided by the
-    largest running utility over all parameters, and squashed: ``s = sigmoid(û / max u)``
-    (s = 1/2 everywhere while no utility is positive).
+    largest running utility over all parameters, and squashed: ``s = sigmoid(û / max u)``.
     Useful weights (s → 1) are protected; the rest get gradient plus noise:
 
         θ ← (1 − lr·weight_decay)·θ − lr·(g + ξ)·(1 − s),  ξ ~ N(0, σ²).
+
+    This is the authors' update (Elsayed & Mahmood's ``FirstOrderGlobalUPGD``) whenever the
+    largest running utility is positive. When it is not (every utility ≤ 0, e.g. at the
+    first step or when all weights are useless), their division by the maximum either
+    fails (0/0) or flips the sign of the gate, so that the *least* useful weights are the
+    most protected; here every gate is then s = 1/2 instead, since no weight is known to
+    be more useful than another.
     """
 
     def __init__(
@@ -237,11 +267,46 @@ class UPGD(torch.optim.Optimizer):
         return loss
 
 
+def _reset_method(module: nn.Module):
+    """The module's own initialisation: ``reset_parameters`` or, for
+    ``nn.MultiheadAttention`` (packed input projection), ``_reset_parameters``."""
+    for name in ("reset_parameters", "_reset_parameters"):
+        method = getattr(module, name, None)
+        if callable(method):
+            return method
+    return None
+
+
+def _post_order(module: nn.Module):
+    for child in module.children():
+        yield from _post_order(child)
+    yield module
+
+
+def _check_resettable(module: nn.Module, method: str) -> None:
+    """Refuse, at construction, a model with parameters no initialisation would redraw."""
+    missing = [
+        f"{name}.{param_name}" if name else param_name
+        for name, sub in module.named_modules()
+        if _reset_method(sub) is None
+        for param_name, _ in sub.named_parameters(recurse=False)
+    ]
+    if missing:
+        raise ValueError(
+            f"{method} cannot re-initialise {', '.join(missing)}: their modules have no "
+            "reset_parameters(); give each such module one that redraws its parameters"
+        )
+
+
 def _reset_modules(module: nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
+    """Re-run every submodule's own initialisation, children before parents (as
+    construction does: ``nn.MultiheadAttention`` zeroes its output projection's bias after
+    that Linear drew one), and drop the optimizer state of every parameter."""
     with torch.no_grad():
-        for sub in module.modules():
-            if hasattr(sub, "reset_parameters"):
-                sub.reset_parameters()
+        for sub in _post_order(module):
+            reset = _reset_method(sub)
+            if reset is not None:
+                reset()
     if optimizer is not None:
         for p in module.parameters():
             optimizer.state.pop(p, None)
@@ -252,6 +317,7 @@ class HeadReset:
     task boundary."""
 
     def __init__(self, head: nn.Module, optimizer: torch.optim.Optimizer | None = None):
+        _check_resettable(head, "HeadReset")
         self.head = head
         self.optimizer = optimizer
 
@@ -261,9 +327,15 @@ class HeadReset:
 
 class FullReset:
     """Re-initialise the whole model and drop all optimizer state at each task boundary:
-    training from scratch on every task, the reference point for full plasticity."""
+    training from scratch on every task, the reference point for full plasticity.
+
+    Every parameter is redrawn by its module's own initialisation, so the model is
+    distributed as when it was constructed (a step function's ``halting_bias`` included,
+    see :class:`~ponderlife.steps.HaltingHead`); a model with a parameter no module
+    initialises is refused at construction."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None):
+        _check_resettable(model, "FullReset")
         self.model = model
         self.optimizer = optimizer
 

@@ -7,6 +7,10 @@ After every optimizer step, for each managed layer and each unit i with activati
    ``"mean_corrected_contribution"`` use ``|h_i − f̂_i|`` (f̂ the running mean of h_i) and
    ``"adaptable_contribution"`` further divides by ``Σ_j |w_in[i, j]|``. Running averages
    are bias-corrected by the unit's own age, ``û = u / (1 − η^age)``.
+   A conv channel's |h| (or |h − f̂|, f̂ the channel's running mean) is taken at every
+   position and then averaged over positions, as in the reference; when the channel is
+   flattened into a Linear, each position's |h| pairs with that position's outgoing
+   weights. A Linear applied to a sequence (B, L, D) has D units, averaged over B and L.
 2. **Select.** Units older than ``maturity_threshold`` are eligible. ``replacement_rate ×
    #eligible`` is added to a per-layer accumulator only while some unit is eligible (so
    no burst at maturity) and its integer part is replaced: the eligible units with the
@@ -23,9 +27,10 @@ the above happens in :meth:`ContinualBackprop.step`, called after ``optimizer.st
 
 **Pondering models.** A step function applied N times per input records N activations
 per step(). They are averaged with weights ``step_weights`` (N, B), normally each step's
-reach probability ``P(not halted before n)`` (:func:`ponderlife.reach_probabilities`),
-so a step that most samples never reach counts little. Without weights, every
-recorded forward counts equally.
+reach probability (:func:`ponderlife.ponder_step_weights`: ``P(not halted before n)`` for
+PonderNet, 1 up to the halting step and 0 after it for ACT), so a step that most samples
+never reach counts little. Without weights, every recorded sample counts equally, and
+forwards of different batch sizes (a replay batch forwarded separately) are pooled.
 
 The optimizer pairs best with :class:`~ponderlife.optim.AdamPerElement` (the documented
 default for pondering experiments here): resetting its per-element step makes a replaced
@@ -46,8 +51,11 @@ from ponderlife.units import (
     ActivationRecorder,
     ParamSlice,
     UnitLayer,
+    check_unit_layers,
     find_unit_layers,
+    recorded_samples,
     reinitialise_units,
+    sample_average,
 )
 
 UTILITIES: tuple[str, ...] = (
@@ -68,11 +76,6 @@ class _UnitState(nn.Module):
         self.register_buffer("age", torch.zeros(size, dtype=torch.long))
         self.register_buffer("accumulator", torch.zeros((), dtype=torch.float64))
         self.register_buffer("replaced", torch.zeros((), dtype=torch.long))
-
-
-def _per_unit(activation: Tensor) -> Tensor:
-    """(B, units): conv channels averaged over positions."""
-    return activation.flatten(2).mean(-1) if activation.dim() > 2 else activation
 
 
 class ContinualBackprop(nn.Module):
@@ -119,7 +122,11 @@ class ContinualBackprop(nn.Module):
         self.bias_transfer = bias_transfer
         self.optimizer = optimizer
         self.generator = generator
-        self.layers = list(units) if units is not None else find_unit_layers(model)
+        if units is None:
+            self.layers = find_unit_layers(model)
+        else:
+            self.layers = list(units)
+            check_unit_layers(model, self.layers)
         self.states = nn.ModuleDict(
             {self._key(layer.name): _UnitState(layer.size) for layer in self.layers}
         )
@@ -148,9 +155,9 @@ class ContinualBackprop(nn.Module):
         units. Call after ``optimizer.step()``. Returns the units replaced now, per layer.
 
         ``step_weights`` (N, B): weight of each of N recorded forwards per sample (see the
-        module docstring); a layer that recorded a different number of forwards is an error.
+        module docstring); weights that do not match a layer's records are an error.
         """
-        replaced = {}
+        selected = []
         for layer in self.layers:
             state = self.states[self._key(layer.name)]
             records = self.recorder.pop(layer.name)
@@ -160,29 +167,16 @@ class ContinualBackprop(nn.Module):
                     "last step(); call step() once after each optimizer.step()"
                 )
             self._update_utility(layer, state, records, step_weights)
-            units = self._select(state)
+            selected.append((layer, state, self._select(state)))
+        # Every layer is tested on the same weights before any is changed (as in the
+        # reference): a replacement zeroes columns that are the next layer's incoming
+        # weights, which its adaptable utility reads.
+        replaced = {}
+        for layer, state, units in selected:
             if units.numel():
                 self._replace(layer, state, units)
             replaced[layer.name] = int(units.numel())
         return replaced
-
-    def _weights(
-        self, name: str, records: list[Tensor], step_weights: Tensor | None
-    ) -> Tensor | None:
-        """(R, B, 1) weights summing to 1 over recorded forwards and samples; None means
-        uniform (a plain mean)."""
-        if step_weights is None:
-            if len({r.shape[0] for r in records}) > 1:
-                sizes = [r.shape[0] for r in records]
-                raise ValueError(f"layer {name!r} recorded forwards of batch sizes {sizes}")
-            return None
-        if step_weights.shape[0] != len(records):
-            raise ValueError(
-                f"step_weights has {step_weights.shape[0]} rows but layer {name!r} "
-                f"recorded {len(records)} forwards"
-            )
-        weights = step_weights.detach().to(records[0].dtype)
-        return (weights / weights.sum()).unsqueeze(-1)
 
     def _update_utility(
         self,
@@ -192,23 +186,20 @@ class ContinualBackprop(nn.Module):
         step_weights: Tensor | None,
     ) -> None:
         decay = self.decay_rate
-        if len(records) == 1:
-            activations = _per_unit(records[0]).unsqueeze(0)  # (R = 1, B, units)
-        else:
-            activations = torch.stack([_per_unit(r) for r in records])  # (R, B, units)
-        weights = self._weights(layer.name, records, step_weights)
-
-        def average(values: Tensor) -> Tensor:
-            return values.mean((0, 1)) if weights is None else (weights * values).sum((0, 1))
-
+        samples, weights = recorded_samples(layer, records, step_weights)  # (S, units, P)
         state.age.add_(1)  # in place: += on a module attribute goes through __setattr__
-        state.mean.mul_(decay).add_(average(activations), alpha=1 - decay)
+        state.mean.mul_(decay).add_(sample_average(samples, weights).mean(-1), alpha=1 - decay)
         if self.utility_kind == "contribution":
-            magnitude = average(activations.abs())
+            deviation = samples.abs()
         else:
             mean = state.mean / self._bias_correction(state.age)
-            magnitude = average((activations - mean).abs())
-        contribution = magnitude * _abs_sum(layer.outgoing, layer.size)
+            deviation = (samples - mean.to(samples.dtype)[:, None]).abs()
+        # |h| per position first, then averaged: a channel whose signed responses cancel
+        # over positions is not useless (the reference's order).
+        magnitude = sample_average(deviation, weights)  # (units, P)
+        contribution = sum(
+            _paired(magnitude, part.abs_sum_per_block(layer.size)) for part in layer.outgoing
+        )
         if self.utility_kind == "adaptable_contribution":
             tiny = torch.finfo(contribution.dtype).tiny
             contribution = contribution / _abs_sum(layer.incoming, layer.size).clamp_min(tiny)
@@ -246,3 +237,16 @@ class ContinualBackprop(nn.Module):
 
 def _abs_sum(parts: list[ParamSlice], units: int) -> Tensor:
     return sum(part.abs_sum_per_unit(units) for part in parts)
+
+
+def _paired(magnitude: Tensor, outgoing: Tensor) -> Tensor:
+    """Mean over positions of ``E|h|`` (units, P) times the outgoing Σ|w| (units, block).
+
+    A conv channel flattened into a Linear owns one column block per position (block = P):
+    each position's |h| pairs with that position's weights, as in the reference. A conv
+    or Linear consumer reads every position with the same weights (block = 1). Between
+    the two (pooling before ``Flatten``), positions cannot be matched and the means pair.
+    """
+    if outgoing.shape[1] == magnitude.shape[1]:
+        return (magnitude * outgoing).mean(-1)
+    return magnitude.mean(-1) * outgoing.mean(-1)

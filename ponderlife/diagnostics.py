@@ -39,7 +39,11 @@ def dormant_fraction(activations: Tensor, threshold: float = 0.01) -> float:
 
 def tau_dormant_scores(activations: Tensor) -> Tensor:
     """ReDo's score per unit (Sokar et al. 2023): ``E|h_i| / mean_k E|h_k|``. Shape (units,)."""
-    magnitude = _per_unit(activations).abs().mean(dim=0)
+    return dormancy_scores(_per_unit(activations).abs().mean(dim=0))
+
+
+def dormancy_scores(magnitude: Tensor) -> Tensor:
+    """ReDo's normalisation of each unit's mean |activation| (units,) by the layer's mean."""
     return magnitude / magnitude.mean().clamp_min(torch.finfo(magnitude.dtype).tiny)
 
 

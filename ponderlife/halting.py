@@ -3,15 +3,20 @@ r"""PonderNet's halting maths (Banino et al. 2021, arXiv 2107.05407, §2).
 A step function emits, at every step n = 1..N, the conditional probability
 λ_n = P(halt at n | not halted before n). The unconditional halting distribution is
 
-    p_n = λ_n · Π_{j<n} (1 − λ_j),
+    p_n = λ_n · Π_{j<n} (1 − λ_j).
 
-computed here in log space,
+From halting *logits* z_n (what :class:`~ponderlife.PonderNet` emits) and for log p it
+is computed in log space,
 
     log p_n = log λ_n + Σ_{j<n} log(1 − λ_j),
 
 because the product underflows after a few confident steps and a ``log(0)`` is the
-classic NaN source of public implementations. From halting *logits* z_n the two logs are
-``logsigmoid(z_n)`` and ``logsigmoid(−z_n)``, finite for every finite z.
+classic NaN source of public implementations; the two logs are ``logsigmoid(z_n)`` and
+``logsigmoid(−z_n)``, finite for every finite z. From probabilities λ,
+:func:`halting_distribution` computes the product itself (an exclusive cumulative
+product), because log λ has an infinite derivative at λ = 0 (log(1 − λ) at λ = 1) and
+the chain rule turns that into NaN, whereas the product is a polynomial in λ with finite
+gradients everywhere.
 
 Truncation at N (the paper names both options and does not say which it used):
 
@@ -53,6 +58,20 @@ KL_DIRECTIONS: tuple[str, ...] = ("forward", "reverse")
 REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
 
 
+def _step_masks(
+    lambdas: Tensor, truncation: Truncation, lengths: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """``(valid, last)`` of shape (N, B): steps n ≤ length, and the step n = length."""
+    check_choice("truncation", truncation, TRUNCATIONS)
+    if lambdas.dim() != 2:
+        raise ValueError(f"lambdas must have shape (N, B), got {tuple(lambdas.shape)}")
+    num_steps = lambdas.shape[0]
+    step = torch.arange(1, num_steps + 1, device=lambdas.device)[:, None]
+    if lengths is None:
+        lengths = torch.full((lambdas.shape[1],), num_steps, device=lambdas.device)
+    return step <= lengths, step == lengths
+
+
 def _log_lambdas(values: Tensor, from_logits: bool) -> tuple[Tensor, Tensor]:
     """``(log λ, log(1 − λ))`` from probabilities or from logits."""
     if from_logits:
@@ -74,15 +93,12 @@ def log_halting_distribution(
     ignored); PonderNet's early exit uses it. Entries where p_n is exactly 0 are ``-inf``.
     Under ``"renormalise"``, a column whose λ are all exactly 0 has no halting mass to
     renormalise; it puts all its mass on its last step, as ``"last"`` does.
+
+    Computed in log space from logits and probabilities alike. From probabilities, λ
+    exactly 0 or 1 give non-finite gradients (log p_n itself is −inf there); use
+    :func:`halting_distribution` when you need gradients at those points.
     """
-    check_choice("truncation", truncation, TRUNCATIONS)
-    if lambdas.dim() != 2:
-        raise ValueError(f"lambdas must have shape (N, B), got {tuple(lambdas.shape)}")
-    num_steps = lambdas.shape[0]
-    step = torch.arange(1, num_steps + 1, device=lambdas.device)[:, None]
-    if lengths is None:
-        lengths = torch.full((lambdas.shape[1],), num_steps, device=lambdas.device)
-    valid, last = step <= lengths, step == lengths
+    valid, last = _step_masks(lambdas, truncation, lengths)
     log_lambda, log_continue = _log_lambdas(lambdas, from_logits)
     # Ignored steps must not leak NaN or inf into the cumulative sums.
     log_lambda = torch.where(valid, log_lambda, torch.zeros_like(log_lambda))
@@ -101,6 +117,32 @@ def log_halting_distribution(
     return torch.where(torch.isfinite(log_total), log_p - log_total, leftover_on_last)
 
 
+def _halting_probabilities(
+    lambdas: Tensor, truncation: Truncation, lengths: Tensor | None
+) -> Tensor:
+    """p (N, B) from probabilities λ (N, B) by the product formula, in probability space.
+
+    The same truncation rules and all-zero fallback as :func:`log_halting_distribution`.
+    """
+    valid, last = _step_masks(lambdas, truncation, lengths)
+    # Ignored steps get λ = 0: they take no mass and leave the survival product unchanged.
+    lambdas = torch.where(valid, lambdas, 0.0)
+    if truncation == "last":
+        lambdas = torch.where(last, 1.0, lambdas)
+    # Π_{j<n}(1 − λ_j): an exclusive cumulative product over steps (shifted, not the
+    # inclusive one divided by 1 − λ_n, which is 0/0 once a λ is exactly 1).
+    # torch.cumprod's backward is exact where factors are exactly 0 (tests pin it).
+    survival = torch.cat([torch.ones_like(lambdas[:1]), torch.cumprod(1 - lambdas[:-1], dim=0)])
+    p = lambdas * survival
+    if truncation == "last":
+        return p
+    total = p.sum(0, keepdim=True)
+    has_mass = total > 0
+    # The safe divisor keeps the unused branch (0/0) from sending NaN into the gradient.
+    renormalised = p / torch.where(has_mass, total, 1.0)
+    return torch.where(has_mass, renormalised, torch.where(last, survival, p))
+
+
 def halting_distribution(
     lambdas: Tensor,
     *,
@@ -110,6 +152,10 @@ def halting_distribution(
 ) -> Tensor:
     """p of shape (N, B), ``p_n = λ_n Π_{j<n}(1 − λ_j)``, truncated so each column sums to 1.
 
+    From logits p is ``exp`` of :func:`log_halting_distribution`; from probabilities it is
+    the product itself (see the module docstring), so gradients stay finite and exact where
+    a λ is exactly 0 or 1.
+
     Args:
         lambdas: conditional halting probabilities λ_n, shape (N, B); halting logits when
             ``from_logits`` is true (the numerically safe path used by :class:`PonderNet`).
@@ -118,10 +164,10 @@ def halting_distribution(
         lengths: optional per-sample truncation steps (B,), see
             :func:`log_halting_distribution`.
     """
+    if not from_logits:
+        return _halting_probabilities(lambdas, truncation, lengths)
     return torch.exp(
-        log_halting_distribution(
-            lambdas, truncation=truncation, from_logits=from_logits, lengths=lengths
-        )
+        log_halting_distribution(lambdas, truncation=truncation, from_logits=True, lengths=lengths)
     )
 
 

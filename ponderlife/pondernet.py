@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from typing import Literal, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -46,6 +47,18 @@ from ponderlife.steps import StepFunction
 
 HaltingMode = Literal["sample", "threshold", "expected"]
 HALTING_MODES: tuple[str, ...] = ("sample", "threshold", "expected")
+# Spawn key of the halting generators' seed sequence (ASCII "halt"): keeps their streams
+# apart from any other generator derived from the same seed.
+_HALTING_SPAWN_KEY = 0x68616C74
+
+
+def _halting_generators(seed: int) -> dict[str, torch.Generator]:
+    """Independent CPU generators for training- and evaluation-mode halting draws."""
+    words = np.random.SeedSequence(seed, spawn_key=(_HALTING_SPAWN_KEY,)).generate_state(2)
+    return {
+        mode: torch.Generator().manual_seed(int(word))
+        for mode, word in zip(("training", "evaluation"), words, strict=True)
+    }
 
 
 class PonderOutput(NamedTuple):
@@ -75,6 +88,21 @@ class PonderNet(nn.Module):
         threshold: cumulative-p level q for ``"threshold"``, in (0, 1).
         truncation: ``"last"`` or ``"renormalise"``, see :mod:`ponderlife.halting`.
         early_exit: in evaluation, stop computing samples that halted.
+        halting_seed: seed of the model's halting generators, an integer ≥ 0 (default:
+            ``torch.initial_seed()``, i.e. the seed of the last ``torch.manual_seed``).
+
+    Randomness. ``"sample"`` halting draws from two CPU generators the model owns
+    (``halting_generators``), one for training-mode and one for evaluation-mode forwards,
+    both derived from ``halting_seed`` (numpy's ``SeedSequence``, so they are unrelated to
+    each other and to a generator seeded with ``halting_seed`` itself). Every forward
+    draws one (max_steps, B) block of float32 uniforms, whatever the unroll rule, and step
+    n reads row n − 1. Hence early exit and the full unroll halt at the same steps batch
+    after batch, the draws do not depend on the device, evaluation settings never change
+    what training draws, and PonderNet never touches torch's global RNG (so the halting
+    mode and early exit cannot shift a run's other randomness). ``forward(x, generator=g)``
+    draws from ``g`` instead. The generators' states are part of ``state_dict`` (one uint8
+    tensor); a state_dict saved without them loads and leaves them as they are. Other
+    halting modes draw nothing.
     """
 
     def __init__(
@@ -87,6 +115,7 @@ class PonderNet(nn.Module):
         threshold: float = 0.5,
         truncation: Truncation = "last",
         early_exit: bool = True,
+        halting_seed: int | None = None,
     ):
         super().__init__()
         self.step = step
@@ -100,38 +129,41 @@ class PonderNet(nn.Module):
         )
         self.truncation = check_choice("truncation", truncation, TRUNCATIONS)
         self.early_exit = early_exit
+        seed = torch.initial_seed() if halting_seed is None else halting_seed
+        self.halting_seed = check_int("halting_seed", seed, 0)
+        self.halting_generators = _halting_generators(self.halting_seed)
 
     def forward(self, x: Tensor, *, generator: torch.Generator | None = None) -> PonderOutput:
-        """Unroll on a batch ``x`` (batch first). ``generator`` drives ``"sample"`` halting."""
+        """Unroll on a batch ``x`` (batch first). ``"sample"`` halting draws from
+        ``generator`` if given, else from the model's generator for the current mode."""
+        uniforms = self._uniforms(x, generator)
         if self.training or self.halting == "expected":
-            return self._unroll(x, generator, stop_log_survival=math.log(self.epsilon))
+            return self._unroll(x, uniforms, stop_log_survival=math.log(self.epsilon))
         if self.early_exit:
-            return self._unroll_early_exit(x, generator)
-        return self._unroll(x, generator, stop_log_survival=-math.inf)
+            return self._unroll_early_exit(x, uniforms)
+        return self._unroll(x, uniforms, stop_log_survival=-math.inf)
 
     # -- unroll rules ---------------------------------------------------------------------
 
-    def _unroll(
-        self, x: Tensor, generator: torch.Generator | None, stop_log_survival: float
-    ) -> PonderOutput:
+    def _unroll(self, x: Tensor, uniforms: Tensor | None, stop_log_survival: float) -> PonderOutput:
         """All samples step together until every log P(not halted) < ``stop_log_survival``."""
         state = self.step.initial_state(x)
-        predictions, logits, uniforms = [], [], []
+        predictions, logits = [], []
         log_survival: Tensor | float = 0.0
         for _ in range(self.max_steps):
             prediction, state, logit = self.step(x, state)
             predictions.append(prediction)
             logits.append(logit)
-            uniforms.append(self._uniforms(logit, generator))
             log_survival = log_survival + F.logsigmoid(-logit.detach())
             if bool((log_survival < stop_log_survival).all()):
                 break
         logits_t = torch.stack(logits)
-        uniforms_t = None if uniforms[0] is None else torch.stack(uniforms)
-        halting_step = self._halting_steps(logits_t.detach(), uniforms_t)
+        if uniforms is not None:
+            uniforms = uniforms[: len(logits)]
+        halting_step = self._halting_steps(logits_t.detach(), uniforms)
         return self._output(torch.stack(predictions), logits_t, halting_step, lengths=None)
 
-    def _unroll_early_exit(self, x: Tensor, generator: torch.Generator | None) -> PonderOutput:
+    def _unroll_early_exit(self, x: Tensor, uniforms: Tensor | None) -> PonderOutput:
         """Each sample steps until it halts; halted samples leave the working batch."""
         batch = x.shape[0]
         active = torch.arange(batch, device=x.device)  # batch indices still running
@@ -145,12 +177,9 @@ class PonderNet(nn.Module):
                 logits = logit.new_full((self.max_steps, batch), math.nan)
             predictions[n - 1, active] = prediction
             logits[n - 1, active] = logit
-            # Drawn for the whole batch so every unroll rule consumes the same random numbers.
-            uniform = self._uniforms(logits[0], generator)
+            uniform = None if uniforms is None else uniforms[n - 1, active]
             log_survival = log_survival + F.logsigmoid(-logit)
-            halts = self._halts_now(
-                logit, None if uniform is None else uniform[active], log_survival
-            )
+            halts = self._halts_now(logit, uniform, log_survival)
             halting_step[active[halts]] = n
             running = ~halts
             active, x_active, state = active[running], x_active[running], state[running]
@@ -164,11 +193,22 @@ class PonderNet(nn.Module):
 
     # -- halting decisions ----------------------------------------------------------------
 
-    def _uniforms(self, like: Tensor, generator: torch.Generator | None) -> Tensor | None:
-        """One uniform per sample of ``like`` (B,) for ``"sample"`` halting, else None."""
+    def _uniforms(self, x: Tensor, generator: torch.Generator | None) -> Tensor | None:
+        """This forward's uniforms (max_steps, B) for ``"sample"`` halting, else None.
+
+        One block per forward whatever the unroll rule, in float32 on the generator's
+        device and then moved to ``x``'s, so the stream of draws is the same for early
+        exit and full unroll and on every device.
+        """
         if self.halting != "sample":
             return None
-        return torch.rand(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+        if generator is None:
+            generator = self.halting_generators["training" if self.training else "evaluation"]
+        shape = (self.max_steps, x.shape[0])
+        uniforms = torch.rand(
+            shape, generator=generator, device=generator.device, dtype=torch.float32
+        )
+        return uniforms.to(x.device)
 
     def _halts_now(self, logit: Tensor, uniform: Tensor | None, log_survival: Tensor) -> Tensor:
         """Which of the running samples halt at this step (early-exit rule)."""
@@ -189,6 +229,36 @@ class PonderNet(nn.Module):
             halts = -torch.expm1(log_survival) > self.threshold
         halts[-1] = True
         return halts.to(torch.int8).argmax(dim=0) + 1
+
+    # -- the halting generators' states travel in state_dict ------------------------------
+
+    def get_extra_state(self) -> Tensor:
+        """(2, S) uint8: the training and the evaluation generator's states."""
+        return torch.stack([g.get_state() for g in self.halting_generators.values()])
+
+    def set_extra_state(self, state: Tensor) -> None:
+        generators = self.halting_generators.values()
+        if state.dtype != torch.uint8 or state.dim() != 2 or len(state) != len(generators):
+            raise ValueError(
+                f"PonderNet's extra state must be the ({len(generators)}, S) uint8 tensor of "
+                f"its halting generators' states, got {state.dtype} {tuple(state.shape)}"
+            )
+        for g, row in zip(generators, state.cpu(), strict=True):
+            # A copy, not the row view: set_state crashes (segfault, torch 2.14) on a view
+            # that starts inside its storage, as every row after the first does.
+            g.set_state(row.clone())
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
+    ) -> None:
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
+        )
+        # State dicts saved before PonderNet owned its generators lack their state: load
+        # them anyway (also with strict=True), leaving the generators as they are.
+        key = prefix + "_extra_state"
+        if key not in state_dict and key in missing_keys:
+            missing_keys.remove(key)
 
     def _output(
         self, predictions: Tensor, logits: Tensor, halting_step: Tensor, lengths: Tensor | None

@@ -44,12 +44,25 @@ class StepFunction(nn.Module):
         raise NotImplementedError
 
 
-def halting_head(in_features: int, halting_bias: float | None) -> nn.Linear:
-    """The λ head: a linear map to one logit; ``halting_bias`` sets its initial bias."""
-    head = nn.Linear(in_features, 1)
-    if halting_bias is not None:
-        nn.init.constant_(head.bias, halting_bias)
-    return head
+class HaltingHead(nn.Linear):
+    """The λ head: a linear map to one logit. ``halting_bias`` sets its initial bias, at
+    construction and at every ``reset_parameters()`` (so a full reset gives the model it
+    was built as); None keeps PyTorch's initialisation."""
+
+    def __init__(self, in_features: int, halting_bias: float | None = None):
+        self.halting_bias = halting_bias  # read by reset_parameters() inside __init__
+        super().__init__(in_features, 1)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        if self.halting_bias is not None:
+            with torch.no_grad():
+                self.bias.fill_(self.halting_bias)
+
+
+def halting_head(in_features: int, halting_bias: float | None) -> HaltingHead:
+    """The λ head of the built-in step functions (see :class:`HaltingHead`)."""
+    return HaltingHead(in_features, halting_bias)
 
 
 class _CellStep(StepFunction):

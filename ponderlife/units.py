@@ -14,7 +14,21 @@ unit's row in each of the three gates): :class:`ParamSlice` covers both.
 (Linear/Conv2d → [norm] → activation → [dropout/pool/flatten] → Linear/Conv2d, including a
 conv feeding a Linear through ``Flatten``) and in any module that describes its own units
 with a ``unit_layers()`` method (the built-in step functions do). Other architectures pass
-their layers explicitly.
+their layers explicitly. A chain inside an ``nn.Sequential`` that has hidden units (a
+weight layer, optional norms, an activation) but cannot be managed — its reader is outside
+the Sequential, not a Linear/Conv2d, or the weight layer is not a Linear/Conv2d — is an
+error naming the layer, never silently left out.
+
+**Where the units are in an activation.** A Linear's or a recurrent cell's units are the
+last axis of its activation, every leading axis is a sample or a position: (B, units), or
+(B, L, units) for a Linear applied to a sequence. A Conv2d's units are its channels, axis 1
+of (B, C, H, W). :func:`unit_view` turns either into (B, units, positions) so that every
+per-unit statistic is an average over samples *and* positions, never a value per position.
+
+**One activation module, one place.** Activations are recorded by a forward hook on the
+layer's activation module, so a module object used at two places (``act = nn.ReLU()``
+after two layers) would record both layers' activations as one layer's. Such models are
+refused at construction (:func:`check_unit_layers`) with the places named.
 """
 
 from __future__ import annotations
@@ -31,7 +45,16 @@ from ponderlife.optim import reset_optimizer_state
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.ELU, nn.SiLU, nn.SELU)
 PRODUCERS = (nn.Linear, nn.Conv2d)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)
-PASS_THROUGH = (nn.Dropout, nn.MaxPool2d, nn.AvgPool2d, nn.Flatten, nn.Identity)
+PASS_THROUGH = (
+    nn.Dropout,
+    nn.Dropout2d,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.Flatten,
+    nn.Identity,
+)
 
 
 _CHUNK_ELEMENTS = 1 << 19  # 2 MiB of float32: the |w| temporary stays in cache
@@ -88,8 +111,13 @@ class ParamSlice:
 
     def abs_sum_per_unit(self, units: int) -> Tensor:
         """Σ|w| over each unit's part of ``param``, shape (units,)."""
+        return self.abs_sum_per_block(units).sum(dim=1)
+
+    def abs_sum_per_block(self, units: int) -> Tensor:
+        """Σ|w| over each unit's part of ``param`` for each of its ``block`` indices (a
+        conv channel's flattened positions), shape (units, block)."""
         per_index = abs_sum_along(self.param.detach(), self.dim)
-        return per_index.reshape(self.groups, units, self.block).sum(dim=(0, 2))
+        return per_index.reshape(self.groups, units, self.block).sum(dim=0)
 
     def folded(self, tensor: Tensor, units: Tensor) -> Tensor:
         """``tensor``'s slices for ``units`` (outgoing, groups = 1) summed over each unit's
@@ -103,12 +131,59 @@ class ParamSlice:
 class UnitLayer:
     name: str
     size: int
-    activation: nn.Module  # forward output holds the units: (B, size) or (B, size, H, W)
+    activation: nn.Module  # forward output holds the units, on axis ``unit_axis``
     incoming: list[ParamSlice]  # weights producing the units: redrawn
     incoming_bias: list[ParamSlice] = field(default_factory=list)  # zeroed
     outgoing: list[ParamSlice] = field(default_factory=list)  # consumers' weights: zeroed
     consumer_bias: list[nn.Parameter | None] = field(default_factory=list)  # per outgoing
     norms: list[nn.Module] = field(default_factory=list)
+    unit_axis: int = -1  # -1: (..., units) (Linear, cells); 1: (B, units, H, W) (Conv2d)
+
+
+def unit_view(activation: Tensor, layer: UnitLayer) -> Tensor:
+    """``activation`` of ``layer`` as (B, units, positions): positions are the conv
+    layer's H·W (in ``Flatten`` order) or the sequence axes of a Linear (1 for a plain
+    (B, units) activation)."""
+    axis = layer.unit_axis
+    if activation.dim() < 2 or activation.shape[axis] != layer.size:
+        raise ValueError(
+            f"unit layer {layer.name!r} has {layer.size} units on axis {axis} of its "
+            f"activation, but {type(layer.activation).__name__} produced shape "
+            f"{tuple(activation.shape)}; is that module applied to another layer's output too?"
+        )
+    moved = activation.movedim(axis, 1) if axis not in (1, 1 - activation.dim()) else activation
+    return moved.reshape(moved.shape[0], layer.size, -1)
+
+
+def recorded_samples(
+    layer: UnitLayer, records: Sequence[Tensor], step_weights: Tensor | None
+) -> tuple[Tensor, Tensor | None]:
+    """Every sample recorded for ``layer`` in one update, as (S, units, positions), and each
+    sample's weight (S,), summing to 1 (None: all samples weigh the same).
+
+    Without ``step_weights`` the records are concatenated along the batch, whatever their
+    batch sizes (several forwards per update). ``step_weights`` (R, B) weighs the R
+    forwards of a pondering model's step function per sample (its reach probabilities).
+    """
+    views = [unit_view(record, layer) for record in records]
+    samples = views[0] if len(views) == 1 else torch.cat(views)
+    if step_weights is None:
+        return samples, None
+    sizes = [view.shape[0] for view in views]
+    if tuple(step_weights.shape) != (len(views), sizes[0]) or len(set(sizes)) > 1:
+        raise ValueError(
+            f"step_weights of shape {tuple(step_weights.shape)} do not match the "
+            f"{len(views)} forwards of batch sizes {sizes} recorded for layer {layer.name!r}"
+        )
+    weights = step_weights.detach().to(samples.dtype).reshape(-1)
+    return samples, weights / weights.sum()
+
+
+def sample_average(values: Tensor, weights: Tensor | None) -> Tensor:
+    """Mean of ``values`` (S, ...) over samples, weighted by ``weights`` (S,) if given."""
+    if weights is None:
+        return values.mean(0)
+    return torch.tensordot(weights, values, dims=1)
 
 
 def _rows(param: nn.Parameter, fan_in: int, bound: float, groups: int = 1) -> ParamSlice:
@@ -146,7 +221,14 @@ def consumer_slice(module: nn.Module, units: int) -> ParamSlice:
 def cell_unit_layer(
     name: str, cell: nn.RNNCellBase, heads: list[nn.Linear], gates: int
 ) -> UnitLayer:
-    """Units of a recurrent cell: its rows in every gate in, recurrence and heads out."""
+    """Units of a recurrent cell: its rows in every gate in, recurrence and heads out.
+
+    A removed unit's mean contribution is moved into the heads' biases only. The
+    recurrence reads the zero initial state at the first step, where the unit contributed
+    nothing, so moving ``W_hh[:, i]·f̂_i`` into ``bias_hh`` would shift every first step;
+    left out, the first step is exactly unchanged and later steps lose the unit's mean
+    recurrent input, as they do without any transfer.
+    """
     hidden = cell.hidden_size
     bound = 1 / math.sqrt(hidden)  # PyTorch's initialisation of RNN/GRU cells
     incoming = [
@@ -162,31 +244,65 @@ def cell_unit_layer(
         incoming=incoming,
         incoming_bias=biases,
         outgoing=outgoing,
-        consumer_bias=[cell.bias_hh] + [h.bias for h in heads],
+        consumer_bias=[None] + [h.bias for h in heads],
     )
 
 
-def _sequential_layers(prefix: str, sequential: nn.Sequential) -> list[UnitLayer]:
-    children = list(sequential.named_children())
+def _unsupported(where: str, chain: str, why: str) -> ValueError:
+    return ValueError(
+        f"cannot manage the units of {where} ({chain}): {why}; pass this layer as "
+        "units=[UnitLayer(...)] (see ponderlife.units), or change the model"
+    )
+
+
+def _sequential_layers(prefix: str, sequential: nn.Sequential, *, root: bool) -> list[UnitLayer]:
+    """Unit layers of the chains in ``sequential``; a chain that has hidden units (a
+    weight layer followed by an activation) but that this function cannot manage is an
+    error naming it, never silently skipped. A trailing activation of the model itself
+    (``root``) is its output, not hidden units."""
+    # _modules rather than named_children(): a module placed twice must be seen twice.
+    children = [(name, m) for name, m in sequential._modules.items() if m is not None]
     layers = []
     for position, (name, producer) in enumerate(children):
-        if not isinstance(producer, PRODUCERS):
+        if not isinstance(producer, (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd)):
             continue
-        norms, activation, consumer = [], None, None
+        norms, activation, consumer, flattened = [], None, None, False
+        chain = [type(producer).__name__]
         for _, module in children[position + 1 :]:
             if activation is None and isinstance(module, NORMS):
                 norms.append(module)
             elif activation is None and isinstance(module, ACTIVATIONS):
                 activation = module
             elif activation is not None and isinstance(module, PASS_THROUGH):
-                continue
-            elif activation is not None and isinstance(module, PRODUCERS):
+                flattened |= isinstance(module, nn.Flatten)
+            elif activation is not None:
                 consumer = module
-                break
             else:
                 break
-        if activation is None or consumer is None:
-            continue
+            chain.append(type(module).__name__)
+            if consumer is not None:
+                break
+        if activation is None:
+            continue  # no hidden units here (an output layer, or Linear → Linear)
+        where, chain_text = f"layer {prefix}{name}", " → ".join(chain)
+        if type(producer) not in PRODUCERS:
+            raise _unsupported(where, chain_text, "only Linear and Conv2d units are supported")
+        if consumer is None:
+            if root:
+                continue  # the model's own output activation
+            raise _unsupported(
+                where, chain_text, "the layer reading these units is outside this nn.Sequential"
+            )
+        conv = isinstance(producer, nn.Conv2d)
+        if type(consumer) not in PRODUCERS or (
+            isinstance(consumer, nn.Linear) and conv != flattened
+        ):
+            raise _unsupported(
+                where,
+                chain_text,
+                f"{type(consumer).__name__} cannot be read as their consumer (supported: "
+                "Linear/Conv2d → Linear/Conv2d, Conv2d → Flatten → Linear)",
+            )
         units = producer.weight.shape[0]
         incoming, biases = producer_slices(producer)
         layers.append(
@@ -199,6 +315,7 @@ def _sequential_layers(prefix: str, sequential: nn.Sequential) -> list[UnitLayer
                 outgoing=[consumer_slice(consumer, units)],
                 consumer_bias=[consumer.bias],
                 norms=norms,
+                unit_axis=1 if conv else -1,
             )
         )
     return layers
@@ -217,17 +334,41 @@ def find_unit_layers(model: nn.Module) -> list[UnitLayer]:
             layers.extend(module.unit_layers(prefix))
             claimed.update(id(m) for m in module.modules())
         elif isinstance(module, nn.Sequential) and id(module) not in claimed:
-            layers.extend(_sequential_layers(prefix, module))
+            layers.extend(_sequential_layers(prefix, module, root=module is model))
     if not layers:
         raise ValueError(
             f"found no hidden units to manage in {type(model).__name__}: expected "
             "Linear/Conv2d → activation → Linear/Conv2d chains in nn.Sequential, or modules "
             "with a unit_layers() method; pass units=[UnitLayer(...)] explicitly"
         )
+    check_unit_layers(model, layers)
+    return layers
+
+
+def check_unit_layers(model: nn.Module, layers: Sequence[UnitLayer]) -> None:
+    """Refuse unit layers whose activations cannot be told apart: duplicate names, two
+    layers sharing an activation module, or an activation module placed at several places
+    of ``model`` (its hook would record every place as one layer)."""
     names = [layer.name for layer in layers]
     if len(set(names)) != len(names):
         raise ValueError(f"unit layer names must be unique, got {names}")
-    return layers
+    places: dict[int, list[str]] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        places.setdefault(id(module), []).append(name or type(model).__name__)
+    owners: dict[int, str] = {}
+    for layer in layers:
+        key = id(layer.activation)
+        where = places.get(key, [])
+        if key in owners or len(where) > 1:
+            module = type(layer.activation).__name__
+            shared = f"layers {owners[key]!r} and {layer.name!r}" if key in owners else None
+            raise ValueError(
+                f"the {module} module of unit layer {layer.name!r} is used at several places "
+                f"({shared or ', '.join(where)}); activations are recorded per module, so "
+                f"give each place its own module (e.g. a separate nn.{module}() after each "
+                "layer)"
+            )
+        owners[key] = layer.name
 
 
 class ActivationRecorder:

@@ -92,7 +92,8 @@ def save_strategy(
             "clock": {field: int(getattr(strategy.clock, field)) for field in _CLOCK_FIELDS},
             "rng": {
                 "torch": torch.get_rng_state(),
-                # PonderNet samples halting on the model's device: keep the GPUs' RNGs too.
+                # Code running on a GPU may draw from its RNG (PonderNet's halting draws
+                # do not: its generators are CPU ones, saved with the model).
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
                 "numpy": _numpy_state(),
                 "python": random.getstate(),

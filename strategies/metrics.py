@@ -219,6 +219,11 @@ class PlasticityMetrics(PluginMetric[dict]):
     manages (:func:`ponderlife.find_unit_layers`, or ``units``); for a pondering model the
     activations of every computed step are stacked as rows. The probe forward runs in
     evaluation mode under a forked RNG, so it changes neither the model nor the stream.
+
+    A unit is *dead* when it is zero on every probe row and *dormant* when it is nonzero
+    on fewer than ``dormant_threshold`` of the probe rows (the reference's 1%; rows are
+    samples × positions for conv layers), as :func:`ponderlife.diagnostics.dormant_fraction`
+    measures it: a fraction of inputs, not an activation magnitude.
     """
 
     family = "Plasticity"

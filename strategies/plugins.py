@@ -152,7 +152,10 @@ class L2InitPlugin(_PerUpdatePlugin):
 
 
 class ReDoPlugin(_PerUpdatePlugin):
-    """Recycle τ-dormant units every ``every`` updates (:class:`ponderlife.baselines.ReDo`)."""
+    """Recycle τ-dormant units every ``every`` updates (:class:`ponderlife.baselines.ReDo`).
+
+    With :class:`~strategies.PonderTemplate` dormancy is scored over all ponder steps of
+    the update, weighted by their reach probability, as continual backprop does."""
 
     def __init__(self, **hyperparameters):
         checked = {k: v for k, v in hyperparameters.items() if k not in ("units", "generator")}
@@ -161,6 +164,9 @@ class ReDoPlugin(_PerUpdatePlugin):
 
     def before_forward(self, strategy, *args, **kwargs):
         self.core.recorder.clear()
+
+    def after_update(self, strategy, *args, **kwargs):
+        self.core.step(step_weights(strategy))
 
 
 class _BoundaryPlugin(_CorePlugin):

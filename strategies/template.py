@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from avalanche.training.templates import SupervisedTemplate
 from torch import Tensor, nn
 
-from ponderlife import ACT, FixedDepth, PonderNet, PonderOutput, model_loss, reach_probabilities
+from ponderlife import ACT, FixedDepth, PonderNet, model_loss, ponder_step_weights
 from ponderlife._checks import check_choice, check_range
 from strategies.datasets import TensorBatches, tensor_source
 
@@ -125,10 +125,7 @@ class PonderTemplate(SupervisedTemplate):
         return parts.total.mean()
 
     def unit_step_weights(self) -> Tensor | None:
-        """Weights of the N step-function forwards of this iteration for continual
-        backprop: PonderNet's reach probabilities P(not halted before n), (N, B);
-        None (equal weights) for ACT and fixed depth."""
-        output = self.ponder_output
-        if isinstance(output, PonderOutput):
-            return reach_probabilities(output)
-        return None
+        """Weights (N, B) of the N step-function forwards of this iteration for continual
+        backprop and ReDo: each step's reach probability (:func:`ponderlife.ponder_step_weights`;
+        None, equal weights, for fixed depth)."""
+        return ponder_step_weights(self.ponder_output)

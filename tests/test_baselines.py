@@ -50,7 +50,7 @@ def test_l2_init_pulls_weights_towards_their_initial_values():
     regulariser.step()
     for p, p0 in zip(model.parameters(), initial, strict=True):
         torch.testing.assert_close(p, p0 + 0.75)
-    expected = 0.25 * sum(p.numel() * 0.75**2 for p in model.parameters())
+    expected = 0.5 * 0.25 * sum(p.numel() * 0.75**2 for p in model.parameters())
     assert regulariser.penalty().item() == pytest.approx(expected)
 
 

@@ -16,21 +16,35 @@ from ponderlife import (
 )
 
 
-def loop_halting_distribution(lambdas: torch.Tensor, truncation: str) -> torch.Tensor:
-    """A plain transcription of p_n = λ_n Π_{j<n}(1 − λ_j), one number at a time."""
+def loop_halting_distribution(
+    lambdas: torch.Tensor, truncation: str, lengths: list[int] | None = None
+) -> torch.Tensor:
+    """A plain transcription of p_n = λ_n Π_{j<n}(1 − λ_j), one number at a time.
+
+    Column b stops at step ``lengths[b]`` (default N). Built from scalar products only, so
+    autograd through it gives the product formula's own gradient.
+    """
     num_steps, batch = lambdas.shape
-    p = torch.zeros(num_steps, batch, dtype=torch.float64)
+    zero = torch.zeros((), dtype=lambdas.dtype)
+    columns = []
     for b in range(batch):
-        survive = 1.0
-        for n in range(num_steps):
-            lam = float(lambdas[n, b])
-            if truncation == "last" and n == num_steps - 1:
-                lam = 1.0
-            p[n, b] = lam * survive
-            survive *= 1.0 - lam
+        length = num_steps if lengths is None else lengths[b]
+        survive = torch.ones((), dtype=lambdas.dtype)
+        column = []
+        for n in range(1, num_steps + 1):
+            if n > length:
+                column.append(zero)
+                continue
+            lam = lambdas[n - 1, b]
+            if truncation == "last" and n == length:
+                lam = torch.ones((), dtype=lambdas.dtype)
+            column.append(lam * survive)
+            survive = survive * (1 - lam)
+        p_b = torch.stack(column)
         if truncation == "renormalise":
-            p[:, b] /= p[:, b].sum()
-    return p
+            p_b = p_b / p_b.sum()
+        columns.append(p_b)
+    return torch.stack(columns, dim=1)
 
 
 @pytest.mark.parametrize("truncation", ["last", "renormalise"])
@@ -78,6 +92,49 @@ def test_probabilities_at_zero_and_one_give_finite_p():
         p = halting_distribution(lambdas, truncation=truncation)
         assert torch.isfinite(p).all()
         torch.testing.assert_close(p.sum(0), torch.ones(3))
+
+
+def lambdas_with_exact_zeros_and_ones() -> torch.Tensor:
+    """λ (6, 8) in (0, 1) with exact 0s and 1s: first, middle and last steps, repeated."""
+    lambdas = 0.01 + 0.98 * torch.rand(
+        6, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3)
+    )
+    lambdas[0, 0] = 0.0
+    lambdas[2, 1] = 1.0
+    lambdas[0, 2] = 1.0
+    lambdas[5, 3] = 0.0
+    lambdas[1:3, 4] = 0.0
+    lambdas[[1, 3], 5] = 1.0
+    lambdas[1, 6], lambdas[4, 6] = 0.0, 1.0
+    lambdas[:5, 7] = 0.0
+    return lambdas
+
+
+# Per-sample lengths that put a 0 or 1 at, and beyond, a column's last step.
+LENGTHS = [6, 2, 1, 5, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "lengths"])
+@pytest.mark.parametrize("truncation", ["last", "renormalise"])
+def test_probability_gradients_at_exact_zero_and_one_equal_product_formula(truncation, lengths):
+    lambdas = lambdas_with_exact_zeros_and_ones().requires_grad_()
+    weights = torch.randn(6, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    length_tensor = None if lengths is None else torch.tensor(lengths)
+    p = halting_distribution(lambdas, truncation=truncation, lengths=length_tensor)
+    expected = loop_halting_distribution(lambdas, truncation, lengths)
+    (gradient,) = torch.autograd.grad((p * weights).sum(), lambdas)
+    (expected_gradient,) = torch.autograd.grad((expected * weights).sum(), lambdas)
+    torch.testing.assert_close(p, expected)
+    assert torch.isfinite(gradient).all()
+    torch.testing.assert_close(gradient, expected_gradient)
+
+
+def test_renormalise_with_all_zero_lambdas_puts_mass_on_last_step():
+    lambdas = torch.tensor([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]], requires_grad=True)
+    p = halting_distribution(lambdas, truncation="renormalise", lengths=torch.tensor([3, 2]))
+    torch.testing.assert_close(p.detach(), torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0]]))
+    p.sum().backward()
+    assert torch.isfinite(lambdas.grad).all()
 
 
 def test_per_sample_lengths_truncate_each_column():
