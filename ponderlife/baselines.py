@@ -36,10 +36,9 @@ from ponderlife.diagnostics import dormancy_scores
 from ponderlife.units import (
     ActivationRecorder,
     UnitLayer,
-    check_unit_layers,
-    find_unit_layers,
     recorded_samples,
     reinitialise_units,
+    resolve_unit_layers,
     sample_average,
 )
 
@@ -152,11 +151,7 @@ class ReDo:
         self.init = check_choice("init", init, ("default", "kaiming"))
         self.optimizer = optimizer
         self.generator = generator
-        if units is None:
-            self.layers = find_unit_layers(model)
-        else:
-            self.layers = list(units)
-            check_unit_layers(model, self.layers)
+        self.layers = resolve_unit_layers(model, units)
         self.recorder = ActivationRecorder(self.layers)
         self.steps = 0
         self.replaced = {layer.name: 0 for layer in self.layers}

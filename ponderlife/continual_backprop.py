@@ -51,10 +51,9 @@ from ponderlife.units import (
     ActivationRecorder,
     ParamSlice,
     UnitLayer,
-    check_unit_layers,
-    find_unit_layers,
     recorded_samples,
     reinitialise_units,
+    resolve_unit_layers,
     sample_average,
 )
 
@@ -122,11 +121,7 @@ class ContinualBackprop(nn.Module):
         self.bias_transfer = bias_transfer
         self.optimizer = optimizer
         self.generator = generator
-        if units is None:
-            self.layers = find_unit_layers(model)
-        else:
-            self.layers = list(units)
-            check_unit_layers(model, self.layers)
+        self.layers = resolve_unit_layers(model, units)
         self.states = nn.ModuleDict(
             {self._key(layer.name): _UnitState(layer.size) for layer in self.layers}
         )

@@ -345,6 +345,16 @@ def find_unit_layers(model: nn.Module) -> list[UnitLayer]:
     return layers
 
 
+def resolve_unit_layers(model: nn.Module, units: Sequence[UnitLayer] | None) -> list[UnitLayer]:
+    """The layers a plasticity method manages: ``units`` if given (checked against
+    ``model``), else those :func:`find_unit_layers` discovers."""
+    if units is None:
+        return find_unit_layers(model)
+    layers = list(units)
+    check_unit_layers(model, layers)
+    return layers
+
+
 def check_unit_layers(model: nn.Module, layers: Sequence[UnitLayer]) -> None:
     """Refuse unit layers whose activations cannot be told apart: duplicate names, two
     layers sharing an activation module, or an activation module placed at several places

@@ -13,8 +13,6 @@ paper's Eq. 1 with every consumer (recurrence, output head, halting head) summed
 ponder steps weighted by their reach probability.
 """
 
-import copy
-
 import pytest
 import torch
 from torch import nn
@@ -177,7 +175,9 @@ def test_selections_equal_the_reference_generate_and_test_step_by_step(
 
 @pytest.mark.parametrize("utility", UTILITIES)
 @pytest.mark.parametrize("step_class", [RNNStep, GRUStep])
-def test_recurrent_selections_equal_a_transcription_with_reach_weighted_steps(step_class, utility):
+def test_recurrent_selections_equal_a_transcription_with_reach_weighted_steps(
+    step_class, utility, cell_states
+):
     torch.manual_seed(0)
     step = step_class(3, 6, 2)
     model = PonderNet(step, max_steps=4)
@@ -200,13 +200,7 @@ def test_recurrent_selections_equal_a_transcription_with_reach_weighted_steps(st
         x = torch.randn(8, 3, generator=g)
         out = model(x)
         steps = out.p.shape[0]
-        hidden, h = [], torch.zeros(8, 6)
-        plain_cell = copy.deepcopy(cell)  # a copy: its forwards are not recorded
-        with torch.no_grad():
-            for _ in range(steps):
-                h = plain_cell(x, h)
-                hidden.append(h.double())
-        hidden = torch.stack(hidden)  # (N, B, units)
+        hidden = cell_states(cell, x, steps).double()  # (N, B, units)
         p = out.p.detach().double()
         # Reach of step n: the mass not yet halted before n, 1 − Σ_{j<n} p_j.
         reach = torch.stack([1 - p[:n].sum(0) for n in range(steps)])

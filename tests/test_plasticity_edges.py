@@ -114,7 +114,7 @@ def test_redo_scores_dormancy_over_all_recorded_forwards_with_their_weights():
     assert torch.equal(model[0].weight[[0, 2], 0], torch.tensor([1.0, 1.0]))
 
 
-def test_redo_on_pondernet_equals_a_reach_weighted_transcription():
+def test_redo_on_pondernet_equals_a_reach_weighted_transcription(cell_states):
     torch.manual_seed(1)
     step = RNNStep(2, 8, 1)
     model = PonderNet(step, max_steps=5)
@@ -122,13 +122,7 @@ def test_redo_on_pondernet_equals_a_reach_weighted_transcription():
     x = torch.randn(16, 2)
     out = model(x)
     weights = ponder_step_weights(out)
-    hidden, h = [], torch.zeros(16, 8)
-    plain_cell = copy.deepcopy(step.cell)
-    with torch.no_grad():
-        for _ in range(weights.shape[0]):
-            h = plain_cell(x, h)
-            hidden.append(h)
-    hidden = torch.stack(hidden)  # (N, B, units)
+    hidden = cell_states(step.cell, x, weights.shape[0])  # (N, B, units)
     w = (weights / weights.sum())[..., None]
     magnitude = (w * hidden.abs()).sum(dim=(0, 1))
     expected = torch.nonzero(magnitude / magnitude.mean() <= 0.6).flatten().tolist()
@@ -153,7 +147,7 @@ def test_act_step_weights_are_one_up_to_each_samples_halting_step():
     torch.testing.assert_close(weights, (steps <= out.halting_step).float())
 
 
-def test_continual_backprop_on_act_ignores_steps_after_a_samples_halt():
+def test_continual_backprop_on_act_ignores_steps_after_a_samples_halt(cell_states):
     torch.manual_seed(0)
     step = RNNStep(3, 5, 1, halting_bias=0.0)
     model = ACT(step, max_steps=6)
@@ -161,13 +155,7 @@ def test_continual_backprop_on_act_ignores_steps_after_a_samples_halt():
     x = torch.randn(32, 3)
     out = model(x)
     cbp.step(step_weights=ponder_step_weights(out))
-    hidden, h = [], torch.zeros(32, 5)
-    plain_cell = copy.deepcopy(step.cell)
-    with torch.no_grad():
-        for _ in range(out.weights.shape[0]):
-            h = plain_cell(x, h)
-            hidden.append(h)
-    hidden = torch.stack(hidden)
+    hidden = cell_states(step.cell, x, out.weights.shape[0])
     reached = torch.arange(1, len(hidden) + 1)[:, None] <= out.halting_step
     expected = hidden[reached].mean(0)  # every (step, sample) the sample computed
     torch.testing.assert_close(cbp.states["step__cell"].mean, expected)
@@ -176,7 +164,7 @@ def test_continual_backprop_on_act_ignores_steps_after_a_samples_halt():
 # -- 6. bias transfer and the recurrence's first step ---------------------------------------
 
 
-def test_bias_transfer_keeps_the_heads_on_the_mean_and_the_first_step_unchanged():
+def test_bias_transfer_keeps_the_heads_on_the_mean_and_the_first_step_unchanged(cell_states):
     torch.manual_seed(0)
     step = RNNStep(3, 6, 2)
     model = PonderNet(step, max_steps=4)
@@ -190,15 +178,10 @@ def test_bias_transfer_keeps_the_heads_on_the_mean_and_the_first_step_unchanged(
         x = torch.randn(8, 3)
         out = model(x)
         weights = ponder_step_weights(out)
-        hidden, h = [], torch.zeros(8, 6)
-        plain_cell = copy.deepcopy(cell)  # the weights of the recorded forward
-        with torch.no_grad():
-            for _ in range(weights.shape[0]):
-                h = plain_cell(x, h)
-                hidden.append(h)
+        hidden = cell_states(cell, x, weights.shape[0])  # the recorded forward's weights
         sgd_update(model, optimizer, out.prediction.pow(2).mean())
         w = (weights / weights.sum())[..., None]
-        mean_hidden = (w * torch.stack(hidden)).sum(dim=(0, 1))
+        mean_hidden = (w * hidden).sum(dim=(0, 1))
         # Step 1 reads the zero initial state: its pre-activations are W_ih x + b_ih + b_hh.
         first_step = (x @ cell.weight_ih.T + cell.bias_ih + cell.bias_hh).detach().clone()
         heads = [head(mean_hidden).detach().clone() for head in (step.output, step.halting)]
