@@ -2,14 +2,39 @@
 
 Experiments call these at the top of their main function, before any work, so a bad
 value stops the run with a message like ``config 'size' must be in [2, inf), got 1``.
+
+Two checks must run before Sacred's own handling of the config, so :func:`guard` installs
+them as a config hook (which runs before Sacred seeds its RNGs and before it rejects
+unknown keys): a key that is no key of the experiment fails with the closest valid key
+suggested, and ``seed`` must be an integer in :data:`SEED_RANGE` (Sacred fails on other
+values inside numpy, or with an ``AssertionError``, without naming the key).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import difflib
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from types import SimpleNamespace
 
+import torch
+from sacred import Experiment
+from sacred.utils import ConfigAddedError
+
+from experiments._runs import check_owner, checkpoint_path
 from ponderlife._checks import check_choice, check_int, check_range
+from ponderlife.checkpoint import load_checkpoint
+
+#: Learning rates every experiment accepts: (0, 1e3]. A step size beyond float32's range
+#: (3.4e38) crashes inside the optimizer ("value cannot be converted to type float without
+#: overflow"), far smaller ones overflow the weights within a few updates, and 1e3 is well
+#: above any useful step for these models.
+LEARNING_RATE_MAX = 1e3
+
+#: Seeds every experiment accepts: the integers in [0, 2**32 − 1], what numpy's legacy
+#: ``np.random.seed`` (which Sacred seeds) takes; torch and Python take a superset.
+SEED_RANGE = (0, 2**32 - 1)
 
 
 def _name(key: str) -> str:
@@ -37,13 +62,191 @@ def _choice(cfg: dict, key: str, choices: Iterable[str]) -> str:
     return check_choice(_name(key), cfg[key], choices)
 
 
+def _learning_rate(cfg: dict, key: str = "learning_rate") -> float:
+    """A finite step size in (0, :data:`LEARNING_RATE_MAX`]."""
+    return _number(cfg, key, 0.0, LEARNING_RATE_MAX, low_open=True)
+
+
+def _seed(cfg: dict, key: str = "seed", *, optional: bool = False) -> int | None:
+    """An integer in :data:`SEED_RANGE` (or None when ``optional``)."""
+    value = cfg[key]
+    if optional and value is None:
+        return None
+    low, high = SEED_RANGE
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        allowed = f"an integer in [0, 2**32 - 1] = [{low}, {high}]"
+        raise ValueError(
+            f"{_name(key)} must be {allowed}{' or None' if optional else ''}, got {value!r}"
+        )
+    return value
+
+
+def _boolean(cfg: dict, key: str) -> bool:
+    """True or False itself (``'no'``, 0 or 1 are refused, not read as truth values)."""
+    value = cfg[key]
+    if not isinstance(value, bool):
+        raise ValueError(f"{_name(key)} must be true or false, got {value!r}")
+    return value
+
+
+def _entries(cfg: dict, key: str, check_entry: Callable[[dict, str], object]) -> list:
+    """A non-empty list whose every entry passes ``check_entry({name: entry}, name)``
+    (e.g. ``lambda c, k: check.choice(c, k, ("easy", "hard"))``), with the entries named
+    ``'<key> entry'`` in messages."""
+    value = cfg[key]
+    if not isinstance(value, list | tuple) or not value:
+        raise ValueError(f"{_name(key)} must be a non-empty list, got {value!r}")
+    name = f"{key} entry"
+    for entry in value:
+        check_entry({name: entry}, name)
+    return list(value)
+
+
+def available_devices() -> list[str]:
+    """The torch devices a model can be put on here: ``cpu``, and ``cuda``, ``cuda:<i>``
+    for each visible GPU (``mps`` on Apple silicon)."""
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def _device(cfg: dict, key: str = "device") -> str:
+    """A torch device that exists on this machine (``cuda:3`` needs four GPUs)."""
+    value = cfg[key]
+    available = available_devices()
+    listed = ", ".join(repr(d) for d in available)
+    if "cuda" not in available:
+        listed += " (no CUDA GPU is visible)"
+    problem = None
+    if not isinstance(value, str):
+        problem = "is no device name"
+    else:
+        try:
+            device = torch.device(value)
+        except RuntimeError:
+            problem = "cannot be parsed as a torch device"
+        else:
+            known = device.type == "cpu" or (
+                device.type in available
+                and (device.index is None or f"{device.type}:{device.index}" in available)
+            )
+            problem = None if known else "does not exist on this machine"
+    if problem is not None:
+        raise ValueError(
+            f"{_name(key)} must be a device of this machine, one of {listed}; got {value!r}, "
+            f"which {problem}"
+        )
+    return value
+
+
+def _resume_from(cfg: dict, experiment: str, key: str = "resume_from") -> Path | None:
+    """None, or a run folder / checkpoint file of ``experiment`` whose checkpoint is
+    intact: a run of another experiment, or a checkpoint that is missing, corrupt or
+    unreadable, fails now rather than after the stream and model are built."""
+    value = cfg[key]
+    if value is None:
+        return None
+    if not isinstance(value, str | os.PathLike):
+        raise ValueError(
+            f"{_name(key)} must be a run folder or a checkpoint file (a path), got {value!r}"
+        )
+    if not Path(value).exists():
+        raise ValueError(f"{_name(key)}: {value!r} does not exist")
+    try:
+        check_owner(value, experiment)
+        load_checkpoint(checkpoint_path(value), experiment=experiment)
+    except (ValueError, OSError) as error:
+        raise type(error)(f"{_name(key)}: {error}") from error
+    return Path(value)
+
+
 check = SimpleNamespace(
-    number=_number, optional_number=_optional_number, integer=_integer, choice=_choice
+    number=_number,
+    optional_number=_optional_number,
+    integer=_integer,
+    choice=_choice,
+    learning_rate=_learning_rate,
+    seed=_seed,
+    boolean=_boolean,
+    entries=_entries,
+    device=_device,
+    resume_from=_resume_from,
 )
+
+
+# ---- checks before Sacred's own --------------------------------------------------------
+
+
+class UnknownConfigKeyError(ConfigAddedError, ValueError):
+    """A config key the experiment does not have; the message suggests the closest ones.
+
+    A ``ConfigAddedError`` (what Sacred raises for unknown keys, printed without a
+    traceback on the command line) and a ``ValueError`` (like every other config check)."""
+
+    def __init__(self, keys: list[str], message: str, config: dict):
+        super().__init__(keys, message=message, config=config, print_suggestions=False)
+
+
+def declared_keys(ex: Experiment) -> set[str]:
+    """Every key ``ex`` accepts: those its config scopes set, the arguments of its
+    captured functions (what Sacred accepts as added keys) and ``seed``."""
+    keys = {"seed"}
+    for scope in ex.configurations:
+        keys.update(scope())
+    for function in ex.captured_functions:
+        keys.update(function.signature.arguments)
+    return keys - ConfigAddedError.SPECIAL_ARGS
+
+
+def unknown_keys_message(ex: Experiment, keys: Iterable[str]) -> str:
+    """``config 'lerning_rate' is not a key of experiment 'parity'; did you mean
+    'learning_rate'?``, one line per unknown key."""
+    known = sorted(declared_keys(ex))
+    lines = []
+    for key in keys:
+        close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+        hint = (
+            "did you mean " + " or ".join(repr(k) for k in close) + "?"
+            if close
+            else "no key is close"
+        )
+        lines.append(f"{_name(key)} is not a key of experiment {ex.path!r}; {hint}")
+    lines.append(f"(`python -m experiments.{ex.path} print_config` lists every key)")
+    return "\n".join(lines)
+
+
+def _pre_sacred_checks(ex: Experiment) -> Callable:
+    def config_hook(config, command_name, logger):
+        unknown = sorted(set(config) - declared_keys(ex))
+        if unknown:
+            raise UnknownConfigKeyError(unknown, unknown_keys_message(ex, unknown), config)
+        if config.get("seed") is not None:
+            _seed(config)
+        return {}
+
+    return config_hook
+
+
+def guard(ex: Experiment) -> Experiment:
+    """Install, once, the checks that must precede Sacred's handling of the config (see
+    the module docstring): they then apply to the command line, ``ex.run(...)``, ``resume``
+    and sweeps alike. Returns ``ex``."""
+    if not getattr(ex, "_ponderlife_guarded", False):
+        ex.config_hook(_pre_sacred_checks(ex))
+        ex._ponderlife_guarded = True
+    return ex
 
 
 def choice_configs(ex, key: str, choices: Iterable[str], extra: dict | None = None) -> None:
     """One named config per allowed value of ``key`` (``with cbp`` sets ``method="cbp"``),
-    plus any ``extra`` settings for a value (``{"upgd": {"learning_rate": 1e-2}}``)."""
+    plus any ``extra`` settings for a value (``{"upgd": {"learning_rate": 1e-2}}``).
+
+    Every experiment declares its named configs here, so this also makes sure the
+    experiment is :func:`guard`-ed."""
+    guard(ex)
     for value in choices:
         ex.add_named_config(value, {key: value, **(extra or {}).get(value, {})})

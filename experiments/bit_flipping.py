@@ -17,8 +17,8 @@ layer on a fixed probe batch (``probe.dead_fraction``, ``probe.dormant_fraction`
 
 from __future__ import annotations
 
+import math
 import time
-from pathlib import Path
 
 import torch
 from sacred import Experiment
@@ -26,14 +26,20 @@ from sacred.utils import apply_backspaces_and_linefeeds
 from torch import nn
 
 from experiments import _runs
-from experiments._config import check, choice_configs
+from experiments._config import check, choice_configs, guard
 from experiments._runs import checkpoint_path, run_directory
 from ponderlife import ContinualBackprop, diagnostics
 from ponderlife.baselines import L2, UPGD, L2Init, ReDo, ShrinkPerturb
-from ponderlife.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from ponderlife.checkpoint import (
+    load_checkpoint,
+    non_finite_parameters,
+    restore_rng_states,
+    rng_states,
+    save_checkpoint,
+)
 from ponderlife.tasks import BitFlippingStream
 
-ex = Experiment("bit_flipping", save_git_info=False)
+ex = guard(Experiment("bit_flipping", save_git_info=False))  # unknown keys, seed: see _config
 METHODS = ("bp", "cbp", "l2", "shrink_perturb", "l2_init", "redo", "upgd")
 ex.captured_out_filter = apply_backspaces_and_linefeeds
 
@@ -51,7 +57,7 @@ def config():
     # ---- learner -------------------------------------------------------------------------
     hidden_size = 5  # hidden units; int ≥ 1 (reference: 5)
     activation = "relu"  # "relu", "tanh", "sigmoid", "leaky_relu", or "linear" (no hidden layer)
-    learning_rate = 0.01  # SGD step size; > 0 (reference: 0.01)
+    learning_rate = 0.01  # SGD step size; in (0, 1000] (reference: 0.01)
     examples = 1_000_000  # stream length = number of updates (batch 1); int ≥ 1
 
     # ---- plasticity method ---------------------------------------------------------------
@@ -62,7 +68,8 @@ def config():
     utility = "adaptable_contribution"  # cbp: "contribution", "mean_corrected_contribution"
     #   or "adaptable_contribution" (the reference's choice for this problem)
     init = "default"  # cbp / redo: new weights from the layer's own init, or "kaiming"
-    bias_transfer = True  # cbp: move a removed unit's mean contribution into the next bias
+    bias_transfer = True  # cbp: move a removed unit's mean contribution into the next bias;
+    #   true or false
     weight_decay = 1e-4  # l2: per-step decoupled decay; [0, 1]
     shrink = 1e-4  # shrink_perturb: per-step shrink factor; [0, 1]
     noise_std = 1e-5  # shrink_perturb: std of the per-step Gaussian perturbation; ≥ 0
@@ -78,6 +85,7 @@ def config():
     probe_size = 2000  # fixed random inputs for the diagnostics; int ≥ 1 (reference: 2000)
     num_threads = 1  # torch threads; int ≥ 1
     resume_from = None  # run folder or checkpoint file to continue from (see `resume`)
+    # seed (Sacred's): int in [0, 2**32 − 1]; seeds the stream, the learner and the probe
 
 
 # One named config per method (``with cbp``); their hyperparameters are the keys above.
@@ -117,7 +125,8 @@ def validate(cfg: dict) -> None:
         cfg, "utility", ("contribution", "mean_corrected_contribution", "adaptable_contribution")
     )
     check.choice(cfg, "init", ("default", "kaiming"))
-    check.number(cfg, "learning_rate", 0.0, low_open=True)
+    check.learning_rate(cfg)
+    check.boolean(cfg, "bias_transfer")
     check.number(cfg, "beta", 0.0)
     for key in ("replacement_rate", "weight_decay", "shrink", "l2_init_strength"):
         check.number(cfg, key, 0.0, 1.0)
@@ -129,8 +138,7 @@ def validate(cfg: dict) -> None:
         raise ValueError(
             f"config 'method' {cfg['method']!r} needs hidden units, not a linear learner"
         )
-    if cfg["resume_from"] is not None and not Path(cfg["resume_from"]).exists():
-        raise ValueError(f"config 'resume_from': {cfg['resume_from']!r} does not exist")
+    check.resume_from(cfg, ex.path)
 
 
 def build_learner(cfg: dict, inputs: int) -> nn.Sequential:
@@ -232,7 +240,7 @@ def main(_config: dict, _run, seed: int) -> dict:
 
     done, first_error = 0, None
     if cfg["resume_from"] is not None:
-        state = load_checkpoint(checkpoint_path(cfg["resume_from"]))
+        state = load_checkpoint(checkpoint_path(cfg["resume_from"]), experiment=ex.path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         stream.load_state_dict(state["stream"])
@@ -250,20 +258,29 @@ def main(_config: dict, _run, seed: int) -> dict:
         count = min(cfg["bin_size"], cfg["examples"] - done)
         batch = stream.next(count)
         total = 0.0
-        for x, y in zip(batch.x.split(1), batch.y.split(1), strict=True):
+        for offset, (x, y) in enumerate(zip(batch.x.split(1), batch.y.split(1), strict=True)):
             loss = (model(x) - y).pow(2).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if step_method is not None:
                 step_method()
-            total += loss.item()
+            loss_value = loss.item()
+            broken = non_finite_parameters(model)  # after the whole update, method included
+            if broken or not math.isfinite(loss_value):
+                where = f"example {done + offset + 1}"
+                problem = (
+                    f"non-finite training loss ({loss_value}) at {where}"
+                    if not math.isfinite(loss_value)
+                    else f"non-finite weights ({', '.join(broken)}) after the update of "
+                    f"{where}; the loss before it was finite ({loss_value:.4g}), so the update "
+                    "made them non-finite"
+                )
+                raise FloatingPointError(
+                    f"{problem}; the metrics and the checkpoint up to example {done} are kept"
+                )
+            total += loss_value
         error = total / count
-        if not torch.isfinite(torch.tensor(error)):
-            raise FloatingPointError(
-                f"non-finite squared error in examples {done}..{done + count}; earlier bins "
-                "and the last checkpoint are kept"
-            )
         done += count
         first_error = error if first_error is None else first_error
         last_error = error
@@ -288,7 +305,7 @@ def main(_config: dict, _run, seed: int) -> dict:
             }
             if method is not None and hasattr(method, "state_dict"):
                 state["method"] = method.state_dict()
-            save_checkpoint(directory / "checkpoint.pt", state)
+            save_checkpoint(directory / "checkpoint.pt", state, experiment=ex.path)
     _run.info["wall_seconds"] = time.perf_counter() - began
     return {"first_bin_error": first_error, "last_bin_error": last_error}
 

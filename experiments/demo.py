@@ -1,7 +1,7 @@
 """`make demo`: the pondering × plasticity study at a size 2 cores finish in minutes.
 
 PonderNet on the linear-system stability stream whose dimension n (the difficulty) cycles
-2 → 4 → 6, each experience with its own input permutation (45 experiences, 5 epochs
+3 → 4 → 6, each experience with its own input permutation (45 experiences, 5 epochs
 each), trained with plain backprop and with continual backprop, two seeds each: four
 Sacred runs of ``experiments.stream`` (named config ``demo``) on a process pool, stored
 in ``runs/stream/``. Then every figure of :mod:`analysis.plots` is written to

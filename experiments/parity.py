@@ -16,7 +16,6 @@ entries for each split at the end of the run.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +24,7 @@ from sacred.utils import apply_backspaces_and_linefeeds
 from torch import Tensor
 
 from experiments import _runs
-from experiments._config import check, choice_configs
+from experiments._config import check, choice_configs, guard
 from experiments._runs import checkpoint_path, run_directory
 from ponderlife import (
     ACT,
@@ -36,10 +35,16 @@ from ponderlife import (
     RNNStep,
     model_loss,
 )
-from ponderlife.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from ponderlife.checkpoint import (
+    load_checkpoint,
+    non_finite_parameters,
+    restore_rng_states,
+    rng_states,
+    save_checkpoint,
+)
 from ponderlife.tasks import ParityBatch, parity_batch, parity_nonzero_range
 
-ex = Experiment("parity", save_git_info=False)
+ex = guard(Experiment("parity", save_git_info=False))  # unknown keys, seed: see _config
 ex.captured_out_filter = apply_backspaces_and_linefeeds
 
 
@@ -72,7 +77,7 @@ def config():
     act_epsilon = 0.01  # ACT halts once Σ h_n ≥ 1 − ϵ; in (0, 1)
 
     # ---- optimisation ------------------------------------------------------------------
-    learning_rate = 3e-4  # Adam step size; > 0 (paper: 3e-4)
+    learning_rate = 3e-4  # Adam step size; in (0, 1000] (paper: 3e-4)
     batch_size = 128  # fresh samples per update; int ≥ 1 (paper: 128)
     train_steps = 20_000  # optimizer updates; int ≥ 1
     grad_clip = 1.0  # max global gradient norm; > 0, or None for no clipping
@@ -82,6 +87,7 @@ def config():
     eval_samples = 4096  # fixed test examples per split; int ≥ 1
     num_threads = 1  # torch threads; int ≥ 1 (1 is fastest for these small models on 2 cores)
     resume_from = None  # run folder or checkpoint file to continue from (see `resume`)
+    # seed (Sacred's): int in [0, 2**32 − 1]; seeds the model, the data and the test sets
 
 
 # ``with pondernet`` / ``with act`` / ``with fixed`` set the model.
@@ -153,11 +159,10 @@ def validate(cfg: dict) -> None:
     check.choice(cfg, "kl_direction", ("forward", "reverse"))
     check.choice(cfg, "eval_halting", ("sample", "threshold", "expected"))
     check.number(cfg, "tau", 0.0)
-    check.number(cfg, "learning_rate", 0.0, low_open=True)
+    check.learning_rate(cfg)
     if cfg["grad_clip"] is not None:
         check.number(cfg, "grad_clip", 0.0, low_open=True)
-    if cfg["resume_from"] is not None and not Path(cfg["resume_from"]).exists():
-        raise ValueError(f"resume_from: {cfg['resume_from']!r} does not exist")
+    check.resume_from(cfg, ex.path)
 
 
 def build_model(cfg: dict) -> torch.nn.Module:
@@ -257,7 +262,7 @@ def main(_config: dict, _run, seed: int) -> dict:
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg["learning_rate"])
     start = 0
     if cfg["resume_from"] is not None:
-        state = load_checkpoint(checkpoint_path(cfg["resume_from"]))
+        state = load_checkpoint(checkpoint_path(cfg["resume_from"]), experiment=ex.path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         restore_rng_states(state["rng"], train=train_generator)
@@ -287,6 +292,14 @@ def main(_config: dict, _run, seed: int) -> dict:
         if cfg["grad_clip"] is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
         optimizer.step()
+        broken = non_finite_parameters(model)
+        if broken:
+            raise FloatingPointError(
+                f"non-finite weights ({', '.join(broken)}) after update {update}; the loss "
+                f"before it was finite ({loss.item():.4g}), so the update made them "
+                f"non-finite; metrics up to update {last_report} and the checkpoint of that "
+                "update are kept"
+            )
 
         accuracy = ((output.prediction.detach().squeeze(-1) > 0).float() == batch.y).float()
         running = {
@@ -328,6 +341,7 @@ def main(_config: dict, _run, seed: int) -> dict:
                         "rng": rng_states(train=train_generator),
                         "update": update,
                     },
+                    experiment=ex.path,
                 )
 
     final = {}

@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +35,7 @@ from sacred import Experiment
 from sacred.utils import apply_backspaces_and_linefeeds
 
 from experiments import _runs
-from experiments._config import check, choice_configs
+from experiments._config import check, choice_configs, guard
 from experiments._runs import checkpoint_path, run_directory
 from ponderlife import (
     ACT,
@@ -65,6 +64,7 @@ from strategies import (
 from strategies.checkpoint import load_strategy, save_strategy
 from strategies.streams import (
     bit_flipping_stream,
+    check_drift,
     experience_difficulty,
     linear_system_stream,
     parity_shift_stream,
@@ -75,7 +75,7 @@ from strategies.streams import (
 # Metrics go to Sacred, not to Avalanche loggers; the warning about that is noise here.
 warnings.filterwarnings("ignore", message="No loggers specified")
 
-ex = Experiment("stream", save_git_info=False)
+ex = guard(Experiment("stream", save_git_info=False))  # unknown keys, seed: see _config
 METHODS = ("bp", "cbp", "l2", "shrink_perturb", "l2_init", "redo", "upgd")
 ex.captured_out_filter = apply_backspaces_and_linefeeds
 
@@ -89,18 +89,24 @@ def config():
     experiences = 10  # number of experiences; int ≥ 1 (split_fashion: 1, 2, 5 or 10)
     samples_per_experience = 2048  # training samples per experience; int ≥ 1
     test_samples = 512  # test samples per experience; int ≥ 1
-    dimensions = [2, 3, 4, 5, 6]  # linear systems: n per experience (cycled), each in 1..16
-    balance = "label"  # linear systems: "label" (50/50), "trace" (50/50 in trace bins), "none"
+    dimensions = [3, 4, 5, 6]  # linear systems: n per experience (cycled), each in 1..16; at
+    #   n = 2 trace and determinant sign decide stability, so the study starts at 3
+    balance = "matched"  # linear systems: "matched" (stability only: stable and unstable
+    #   matrices with the same trace, det sign, Frobenius norm and diagonal distributions),
+    #   or the shifted-Gaussian ensemble "label" (50/50), "trace" (50/50 within trace bins),
+    #   "none" (routh has no matched ensemble yet: `with routh` sets "label");
+    #   docs/shortcuts.md tables what cheap features predict under each
     permute_inputs = False  # linear systems: a fixed random permutation of the input
     #   features per experience after the first (Permuted-MNIST protocol; matrix inputs)
     drift = 0.0  # linear systems: generator drift per experience (stability / Routh: spectrum
-    #   shift drift·i; controllability: density × (1 + drift·i)); |drift| ≤ 0.5
+    #   shift drift·i; controllability: density × (1 + drift·i)); |drift| ≤ 0.5, and small
+    #   enough that every experience can still draw both classes (checked up front)
     parity_size = 16  # parity: P, length of the vectors; int ≥ 2
     parity_schedule = ["easy", "hard"]  # parity: per experience (cycled) "easy" (k ≤ P/2),
     #   "hard" (k > P/2) or "all"
     fashion_root = None  # Fashion-MNIST IDX folder (None: $PONDERLIFE_FASHION_MNIST or
     #   /usr/share/datasets/fashion-mnist from Debian's dataset-fashion-mnist)
-    stream_seed = None  # seed of the stream's data; None: use `seed`
+    stream_seed = None  # seed of the stream's data; int in [0, 2**32 − 1], or None: use `seed`
 
     # ---- model -----------------------------------------------------------------------------
     model = "pondernet"  # "pondernet", "act" or "fixed" (fixed-depth recurrence)
@@ -119,7 +125,7 @@ def config():
     # ---- optimisation ----------------------------------------------------------------------
     optimizer = "adam"  # "adam" (per-element-step Adam, exact for CBP resets) or "sgd";
     #   method "upgd" brings its own optimizer
-    learning_rate = 1e-3  # step size; > 0
+    learning_rate = 1e-3  # step size; in (0, 1000]
     batch_size = 64  # minibatch size; int ≥ 1
     epochs = 1  # passes over each experience; int ≥ 1
 
@@ -144,7 +150,8 @@ def config():
     # ---- logging and runtime ---------------------------------------------------------------
     probe_size = 256  # samples of the probe batch for plasticity diagnostics; int ≥ 1
     dormant_threshold = 0.01  # dormant unit: nonzero on < this fraction of probe inputs; [0, 1]
-    device = "cpu"  # torch device for the model ("cpu", "cuda", ...)
+    device = "cpu"  # torch device for the model: "cpu", or "cuda" / "cuda:<i>" when this
+    #   machine has that GPU (checked before the run)
     num_threads = 1  # torch CPU threads; int ≥ 1
     resume_from = None  # run folder or checkpoint to continue from (see `resume`)
 
@@ -164,8 +171,9 @@ def stability():
 
 @ex.named_config
 def routh():
-    # Stability from the characteristic polynomial's coefficients.
+    # Stability from the characteristic polynomial's coefficients (shifted-Gaussian ensemble).
     stream = "routh"
+    balance = "label"
 
 
 @ex.named_config
@@ -210,11 +218,11 @@ def split_fashion():
 
 @ex.named_config
 def demo():
-    # `make demo`: PonderNet on the stability stream, n = 2, 4, 6, 2, 4, 6, ... with a new
-    # input permutation per experience, 45 experiences x 5 epochs of 2048 samples, Adam
-    # 3e-3: long and sharp enough for backprop to lose plasticity (about a minute a run).
+    # `make demo`: PonderNet on the (matched) stability stream, n = 3, 4, 6, 3, 4, 6, ...
+    # with a new input permutation per experience, 45 experiences x 5 epochs of 2048
+    # samples, Adam 3e-3: long and sharp enough for backprop to lose plasticity.
     stream = "stability"
-    dimensions = [2, 4, 6]
+    dimensions = [3, 4, 6]
     permute_inputs = True
     experiences = 45
     samples_per_experience = 2048
@@ -247,7 +255,7 @@ def validate(cfg: dict) -> None:
     check.choice(cfg, "step", tuple(STEPS))
     check.choice(cfg, "method", METHODS)
     check.choice(cfg, "optimizer", ("adam", "sgd"))
-    check.choice(cfg, "balance", ("label", "trace", "none"))
+    check.choice(cfg, "balance", ("matched", "label", "trace", "none"))
     check.choice(cfg, "eval_halting", ("sample", "threshold", "expected"))
     check.choice(
         cfg, "utility", ("contribution", "mean_corrected_contribution", "adaptable_contribution")
@@ -269,21 +277,22 @@ def validate(cfg: dict) -> None:
         check.integer(cfg, key, 1)
     check.integer(cfg, "parity_size", 2)
     check.integer(cfg, "maturity_threshold", 0)
-    if not cfg["dimensions"]:
-        raise ValueError("config 'dimensions' must list at least one n")
-    for n in cfg["dimensions"]:
-        check.integer({"dimensions entry": n}, "dimensions entry", 1, 16)
-    for level in cfg["parity_schedule"]:
-        check.choice(
-            {"parity_schedule entry": level}, "parity_schedule entry", ("easy", "hard", "all")
-        )
+    check.entries(cfg, "dimensions", lambda entry, key: check.integer(entry, key, 1, 16))
+    check.entries(
+        cfg, "parity_schedule", lambda entry, key: check.choice(entry, key, ("easy", "hard", "all"))
+    )
     check.optional_number(cfg, "halting_bias")
     for key in ("beta", "tau", "noise_std", "redo_tau", "upgd_weight_decay", "upgd_sigma"):
         check.number(cfg, key, 0.0)
     check.number(cfg, "lambda_p", 0.0, 1.0, low_open=True)
     check.number(cfg, "drift", -0.5, 0.5)
+    if cfg["stream"] == "routh" and cfg["balance"] == "matched":
+        raise ValueError(
+            "config 'balance' = 'matched' applies to stream 'stability' only (routh has no "
+            "matched ensemble yet); use 'label', 'trace' or 'none' (`with routh` sets 'label')"
+        )
     check.number(cfg, "epsilon", 0.0, 1.0, low_open=True, high_open=True)
-    check.number(cfg, "learning_rate", 0.0, low_open=True)
+    check.learning_rate(cfg)
     for key in (
         "replacement_rate",
         "weight_decay",
@@ -294,10 +303,9 @@ def validate(cfg: dict) -> None:
         check.number(cfg, key, 0.0, 1.0)
     for key in ("decay_rate", "upgd_beta_utility"):
         check.number(cfg, key, 0.0, 1.0, high_open=True)
-    if not isinstance(cfg["permute_inputs"], bool):
-        raise ValueError(
-            f"config 'permute_inputs' must be true or false, got {cfg['permute_inputs']!r}"
-        )
+    check.boolean(cfg, "permute_inputs")
+    check.seed(cfg, "stream_seed", optional=True)  # `seed` itself: before Sacred, see guard
+    check.device(cfg, "device")
     if cfg["step"] == "transformer" and cfg["stream"] not in TOKEN_STREAMS:
         raise ValueError(
             f"config 'step' = 'transformer' reads token inputs, which only the streams "
@@ -308,8 +316,11 @@ def validate(cfg: dict) -> None:
             f"config 'method' = {cfg['method']!r} needs unit layers, which the transformer "
             "step does not declare; use step 'mlp', 'rnn' or 'gru'"
         )
-    if cfg["resume_from"] is not None and not Path(cfg["resume_from"]).exists():
-        raise ValueError(f"config 'resume_from': {cfg['resume_from']!r} does not exist")
+    if cfg["stream"] in ("stability", "routh", "controllability"):
+        plan = [cfg["dimensions"][i % len(cfg["dimensions"])] for i in range(cfg["experiences"])]
+        options = {} if cfg["stream"] == "controllability" else {"balance": cfg["balance"]}
+        check_drift(cfg["stream"], plan, cfg["drift"], name="config 'drift'", **options)
+    check.resume_from(cfg, ex.path)  # exists, is a run of this experiment, intact checkpoint
 
 
 def build_stream(cfg: dict, seed: int):
@@ -541,7 +552,7 @@ def main(_config: dict, _run, seed: int) -> dict:
 
     start = 0
     if cfg["resume_from"] is not None:
-        state = load_strategy(checkpoint_path(cfg["resume_from"]), strategy)
+        state = load_strategy(checkpoint_path(cfg["resume_from"]), strategy, experiment=ex.path)
         start = state["next_experience"]
         for name, entry in state["history"].items():
             for step, value in zip(entry["steps"], entry["values"], strict=True):
@@ -564,6 +575,7 @@ def main(_config: dict, _run, seed: int) -> dict:
                     if name is not None:
                         values[name] = value
         values["stream.difficulty"] = float(experience_difficulty(experience).float().mean())
+        values["stream.test_overlap"] = benchmark.test_overlap[index]
         for name, value in sorted(values.items()):
             log(name, value, index)
         for name, value in forgetting(history, index).items():
@@ -574,6 +586,7 @@ def main(_config: dict, _run, seed: int) -> dict:
                 strategy,
                 next_experience=index + 1,
                 history=history,
+                experiment=ex.path,
             )
         label = f"[{cfg['method']} seed {seed}] "
         print(label + progress_line(index, total, values, time.perf_counter() - began), flush=True)

@@ -5,8 +5,10 @@ torch's optimizers here. A ponderlife checkpoint holds state only: the model's a
 optimizer's state_dicts, every plugin's ``state_dict()`` (continual backprop's utilities,
 ages and accumulators, the baselines' counters), the strategy clock, the caller's metric
 history and stream position, and the torch / numpy / Python RNG states. It is written
-atomically (temp file, then rename: :func:`ponderlife.checkpoint.save_checkpoint`) and
-loads with ``torch.load(weights_only=True)``.
+by :func:`ponderlife.checkpoint.save_checkpoint`: atomically (temp file, then rename), with
+a SHA-256 of its contents checked on load, the name of the experiment it belongs to, and
+the checkpoint it replaces kept beside it (``checkpoint.previous.pt``); it loads with
+``torch.load(weights_only=True)``.
 
 Resume = build the same strategy from scratch (same config, same seed), then
 :func:`load_strategy` before training the next experience; the rest of the run then
@@ -72,11 +74,13 @@ def save_strategy(
     next_experience: int,
     history: dict | None = None,
     extra: dict | None = None,
+    experiment: str | None = None,
 ) -> None:
     """Save everything needed to continue ``strategy`` at ``next_experience``.
 
     ``history`` (e.g. every metric value logged so far) and ``extra`` must hold only
-    tensors and plain Python containers / scalars.
+    tensors and plain Python containers / scalars. ``experiment`` names the experiment the
+    checkpoint belongs to (checked by :func:`load_strategy`).
     """
     plugins = {}
     for key, plugin in _stateful_plugins(strategy).items():
@@ -101,13 +105,18 @@ def save_strategy(
             "history": history or {},
             "extra": extra or {},
         },
+        experiment=experiment,
     )
 
 
-def load_strategy(path: str | os.PathLike, strategy) -> dict:
+def load_strategy(path: str | os.PathLike, strategy, *, experiment: str | None = None) -> dict:
     """Restore a checkpoint into a freshly built ``strategy`` (same model architecture,
-    optimizer type and plugins). Returns ``{"next_experience", "history", "extra"}``."""
-    state = load_checkpoint(path)
+    optimizer type and plugins). Returns ``{"next_experience", "history", "extra"}``.
+
+    The checkpoint's checksum is verified first (and, with ``experiment``, that it belongs
+    to that experiment): :class:`ponderlife.checkpoint.CheckpointError` otherwise, before
+    the strategy is touched."""
+    state = load_checkpoint(path, experiment=experiment)
     strategy.model.load_state_dict(state["model"])
     # Tell Avalanche the optimizer is already set up, or its first train() would reset it.
     strategy.optimized_param_id = update_optimizer(

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from ponderlife import ContinualBackprop
 from ponderlife.baselines import L2, FullReset, HeadReset, L2Init, ReDo, ShrinkPerturb
+from ponderlife.checkpoint import non_finite_parameters
 
 __all__ = [
     "ContinualBackpropPlugin",
@@ -205,14 +206,41 @@ class FullResetPlugin(_BoundaryPlugin):
 
 
 class FiniteLossPlugin(SupervisedPlugin):
-    """Stop training at the first non-finite loss, before it reaches the weights, with a
-    ``FloatingPointError`` naming the experience and the iteration within it."""
+    """Stop training at the first non-finite loss, before it reaches the weights, or at the
+    first update that leaves a weight non-finite although the loss before it was finite,
+    with a ``FloatingPointError`` naming the experience and the iteration within it.
+
+    The weights are checked in ``after_update`` with one fused reduction and one host sync
+    (:func:`ponderlife.checkpoint.non_finite_parameters`). Listed after the method's
+    plugins, it also sees what their ``after_update`` did to the weights. Raising stops
+    the experience before its checkpoint is written, so the run's last checkpoint (that of
+    the previous experience) keeps finite weights.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._loss = math.nan
+
+    @staticmethod
+    def _where(strategy) -> str:
+        return (
+            f"experience {strategy.experience.current_experience}, iteration "
+            f"{strategy.clock.train_exp_iterations + 1} of that experience"
+        )
 
     def before_backward(self, strategy, *args, **kwargs):
         value = float(strategy.loss.detach().sum())
         if not math.isfinite(value):
             raise FloatingPointError(
-                f"non-finite training loss ({value}) in experience "
-                f"{strategy.experience.current_experience}, iteration "
-                f"{strategy.clock.train_exp_iterations + 1} of that experience"
+                f"non-finite training loss ({value}) in {self._where(strategy)}"
+            )
+        self._loss = value
+
+    def after_update(self, strategy, *args, **kwargs):
+        names = non_finite_parameters(strategy.model)
+        if names:
+            raise FloatingPointError(
+                f"non-finite weights ({', '.join(names)}) after the update in "
+                f"{self._where(strategy)}; the loss before it was finite ({self._loss:.4g}), "
+                "so the update made them non-finite"
             )

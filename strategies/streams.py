@@ -7,6 +7,20 @@ Every sample is ``(x, y, difficulty, task_label)``: Avalanche reads ``mb_x = mba
 drawing anything and is deterministic in ``seed``; the test set of an experience is drawn
 from the same distribution as its training set.
 
+**No test example is a training example.** The generated streams (parity, linear systems)
+split the input space in two by a fixed hash of each input's bytes: about one input in
+five belongs to the test side, the rest to the training side, and each set is drawn from
+its own side only (rejection), so no test input of any experience occurs in any training
+set, however small the space (3⁶ = 729 controllability pairs at n = 2: the test set is then
+drawn from the ~146 test-side pairs, with repeats, and training never sees them). A
+configuration whose test side cannot supply a class (a space of a handful of inputs)
+is refused with an error. The bit-flipping stream keeps the reference training stream, so
+its test inputs (15 slow bits fixed, 5 random bits: 32 possible inputs per experience) do
+occur in training: it measures the fit of a known function, not generalisation. Every
+benchmark carries ``benchmark.test_overlap``: per experience, the measured fraction of test
+inputs that also occur in that experience's training set (0.0 for the generated streams;
+near 1 for bit-flipping; Fashion-MNIST's files hold a few identical images across splits).
+
 * :func:`parity_shift_stream` — parity whose range of nonzero counts (and active vector
   size) changes between experiences; difficulty = k.
 * :func:`bit_flipping_stream` — the slowly-changing regression problem cut into segments
@@ -19,6 +33,7 @@ from the same distribution as its training set.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -36,13 +51,21 @@ from ponderlife.tasks import (
     permuted,
     system_batch,
 )
-from strategies.datasets import experience_difficulty, tagged_dataset
+from ponderlife.tasks.linear_systems import (
+    FEASIBLE_PROBABILITY,
+    controllability_feasibility,
+    stability_feasibility,
+)
+from strategies.datasets import experience_difficulty, tagged_dataset, tensor_source
 
 __all__ = [
     "PARITY_LEVELS",
     "bit_flipping_stream",
+    "check_drift",
     "experience_difficulty",
     "linear_system_stream",
+    "on_test_side",
+    "overlap_fraction",
     "parity_shift_stream",
     "permuted_fashion_mnist",
     "split_fashion_mnist",
@@ -51,7 +74,81 @@ __all__ = [
 
 
 def _benchmark(train: list, test: list):
-    return benchmark_from_datasets(train=train, test=test)
+    """The Avalanche benchmark, with ``test_overlap`` measured per experience."""
+    benchmark = benchmark_from_datasets(train=train, test=test)
+    benchmark.test_overlap = [
+        overlap_fraction(tensor_source(a)[0], tensor_source(b)[0])
+        for a, b in zip(train, test, strict=True)
+    ]
+    return benchmark
+
+
+def overlap_fraction(train_inputs: Tensor, test_inputs: Tensor) -> float:
+    """Fraction of the rows of ``test_inputs`` that occur (byte for byte) in ``train_inputs``."""
+    seen = {row.tobytes() for row in _rows(train_inputs)}
+    rows = _rows(test_inputs)
+    return sum(row.tobytes() in seen for row in rows) / max(len(rows), 1)
+
+
+def _rows(inputs: Tensor) -> np.ndarray:
+    return np.ascontiguousarray(inputs.detach().cpu().reshape(len(inputs), -1).numpy())
+
+
+# Fixed odd multipliers of the input hash: the same split for every seed and stream.
+_HASH_MULTIPLIERS = np.random.default_rng(20_261_125).integers(
+    1, 2**63, size=4096, dtype=np.uint64
+) | np.uint64(1)
+TEST_SIDE_FRACTION = 5  # one input in this many belongs to the test side
+
+
+def on_test_side(inputs: Tensor) -> Tensor:
+    """Whether each input (a row of ``inputs``) belongs to the test side of the fixed split
+    of the input space: a 64-bit hash of its bytes is divisible by 5 (one input in five).
+    """
+    rows = _rows(inputs)
+    words = rows.view(np.uint32 if rows.dtype.itemsize == 4 else np.uint64).astype(np.uint64)
+    if words.shape[1] > _HASH_MULTIPLIERS.size:
+        raise ValueError(f"inputs of {words.shape[1]} words are too wide to hash")
+    with np.errstate(over="ignore"):
+        mixed = (words * _HASH_MULTIPLIERS[: words.shape[1]]).sum(axis=1, dtype=np.uint64)
+        mixed ^= mixed >> np.uint64(31)
+        mixed *= np.uint64(0x9E3779B97F4A7C15)
+        mixed ^= mixed >> np.uint64(29)
+    return torch.from_numpy(mixed % np.uint64(TEST_SIDE_FRACTION) == 0)
+
+
+def _draw_on_side(draw, count: int, *, test: bool, what: str) -> tuple[Tensor, ...]:
+    """``count`` examples from ``draw(k) -> (inputs, targets, difficulty)`` whose inputs lie
+    on one side of the split, with the class counts of a plain draw of ``count``.
+
+    Raises ``ValueError`` when the side cannot supply them (a space too small to split).
+    """
+    first = draw(count)
+    classes = first[1].is_floating_point() is False
+    quotas = torch.bincount(first[1]) if classes else torch.tensor([count])
+    kept, have, batch, rounds = [], torch.zeros_like(quotas), first, 0
+    while bool((have < quotas).any()):
+        if rounds >= 200:
+            side = "test" if test else "training"
+            raise ValueError(
+                f"{what}: cannot draw {count} examples whose inputs lie on the {side} side "
+                f"of the train/test split (got {have.tolist()} of {quotas.tolist()} per "
+                "class after 200 draws): the input space is too small for a test set "
+                "disjoint from training; use a larger space (more entries, a wider range)"
+            )
+        if rounds:
+            batch = draw(count)
+        rounds += 1
+        mask = on_test_side(batch[0]) == test
+        label = batch[1] if classes else torch.zeros(len(batch[1]), dtype=torch.long)
+        for c in range(len(quotas)):
+            chosen = mask & (label == c)
+            position = torch.cumsum(chosen.long(), 0) + have[c]
+            chosen &= position <= quotas[c]
+            have[c] += int(chosen.sum())
+            mask = mask & ((label != c) | chosen)
+        kept.append(tuple(t[mask] for t in batch))
+    return tuple(torch.cat(parts) for parts in zip(*kept, strict=True))
 
 
 def _repeat(schedule: Sequence, experiences: int | None, name: str) -> list:
@@ -118,14 +215,23 @@ def parity_shift_stream(
     ]
     generator = torch.Generator().manual_seed(seed)
     train, test = [], []
-    for active_size, low, high in plan:
-        for count, out in ((samples_per_experience, train), (test_samples, test)):
+    for index, (active_size, low, high) in enumerate(plan):
+
+        def draw(count, active_size=active_size, low=low, high=high):
             batch = parity_batch(
                 count, active_size, min_nonzero=low, max_nonzero=high, generator=generator
             )
             x = torch.zeros(count, size)
             x[:, :active_size] = batch.x
-            out.append(tagged_dataset(x, batch.y.long(), batch.nonzero))
+            return x, batch.y.long(), batch.nonzero
+
+        what = f"parity experience {index} (size {active_size}, k in {low}..{high})"
+        for count, out, side in (
+            (samples_per_experience, train, False),
+            (test_samples, test, True),
+        ):
+            x, y, k = _draw_on_side(draw, count, test=side, what=what)
+            out.append(tagged_dataset(x, y, k))
     return _benchmark(train, test)
 
 
@@ -175,7 +281,7 @@ def bit_flipping_stream(
 def linear_system_stream(
     *,
     task: str = "stability",
-    dimensions: Sequence[int] = (2, 3, 4, 5, 6),
+    dimensions: Sequence[int] = (3, 4, 5, 6),
     experiences: int | None = None,
     samples_per_experience: int = 2048,
     test_samples: int = 512,
@@ -192,6 +298,9 @@ def linear_system_stream(
             the characteristic polynomial's coefficients) or ``"controllability"``
             (Kalman rank of (A, B) = n?).
         dimensions: n per experience, each ≥ 1, cycled when ``experiences`` is larger.
+            The default starts at n = 3: at n = 2 the trace and the determinant sign decide
+            stability (no ensemble can hide them), and controllability has only 729
+            distinct pairs.
         n_max: padding size (default: the largest n), so every input has one shape.
         permute_inputs: give every experience after the first its own fixed permutation
             of the input features (the Permuted-MNIST protocol on top of the dimension
@@ -199,11 +308,14 @@ def linear_system_stream(
         drift: slow drift of the generator, per experience i: stability / Routh shift the
             spectrum by ``drift · i`` (``shift_offset``); controllability scales the
             density of nonzero entries by ``1 + drift · i`` (clamped to (0, 1]). The rule
-            (the label) never changes, only the input distribution.
-        options: passed to the generator (``balance="label" | "trace" | "none"``,
+            (the label) never changes, only the input distribution. Values that would make
+            a class (almost) impossible to draw are refused up front (:func:`check_drift`).
+        options: passed to the generator (``balance="matched" | "label" | "trace" |
+            "none"`` — stability defaults to ``"matched"``, Routh to ``"label"`` —,
             ``encoding="matrix" | "tokens"``, ``density`` for controllability).
 
-    Labels are balanced classes per experience; difficulty = n.
+    Labels are balanced classes per experience; difficulty = n. Train and test inputs lie
+    on opposite sides of the fixed input split (see the module docstring).
     """
     check_choice("task", task, SYSTEM_TASKS)
     check_int("samples_per_experience", samples_per_experience, 1)
@@ -214,26 +326,124 @@ def linear_system_stream(
     n_max = max(plan) if n_max is None else check_int("n_max", n_max, max(plan))
     if permute_inputs and options.get("encoding", "matrix") != "matrix":
         raise ValueError("permute_inputs applies to encoding='matrix' only")
+    check_drift(task, plan, drift, **options)
     rng = np.random.default_rng(seed)
     permutations = torch.Generator().manual_seed(seed + 104_729)
     train, test = [], []
     for index, n in enumerate(plan):
         order = None
-        drifted = dict(options)
-        if drift and task == "controllability":
-            base = options.get("density") or controllability_density(n)
-            drifted["density"] = min(1.0, max(1e-3, base * (1 + drift * index)))
-        elif drift:
-            drifted["shift_offset"] = drift * index
-        for count, out in ((samples_per_experience, train), (test_samples, test)):
-            batch = system_batch(task, n, count, rng=rng, n_max=n_max, **drifted)
-            inputs = batch.inputs
+        settings = {**options, **_drifted(task, n, index, drift, options)}
+
+        def draw(count, n=n, settings=settings):
+            batch = system_batch(task, n, count, rng=rng, n_max=n_max, **settings)
+            return batch.inputs, batch.targets, batch.dimension
+
+        what = f"{task} experience {index} (n = {n})"
+        for count, out, side in (
+            (samples_per_experience, train, False),
+            (test_samples, test, True),
+        ):
+            inputs, targets, dimension = _draw_on_side(draw, count, test=side, what=what)
             if permute_inputs and index:
                 if order is None:
                     order = torch.randperm(inputs.shape[1], generator=permutations)
                 inputs = inputs[:, order]
-            out.append(tagged_dataset(inputs, batch.targets, batch.dimension))
+            out.append(tagged_dataset(inputs, targets, dimension))
     return _benchmark(train, test)
+
+
+def _drifted(task: str, n: int, index: int, drift: float, options: dict) -> dict:
+    """The generator setting that ``drift`` moves at experience ``index``."""
+    if not drift:
+        return {}
+    if task == "controllability":
+        base = options.get("density") or controllability_density(n)
+        return {"density": round(min(1.0, max(1e-3, base * (1 + drift * index))), 6)}
+    return {"shift_offset": drift * index}
+
+
+def _feasibility(task: str, n: int, index: int, drift: float, options: dict) -> float:
+    """Probability per draw of the rarest thing experience ``index``'s generator needs."""
+    setting = _drifted(task, n, index, drift, options)
+    if options.get("balance") == "none":
+        return 1.0
+    if task == "controllability":
+        density = setting.get("density") or options.get("density") or controllability_density(n)
+        return controllability_feasibility(n, density, options.get("inputs_m", 1))
+    default = "matched" if task == "stability" else "label"
+    return stability_feasibility(
+        n,
+        balance=options.get("balance", default),
+        shift_offset=setting.get("shift_offset", 0.0),
+        trace_bins=options.get("trace_bins", 4),
+    )
+
+
+def _rare_thing(task: str, options: dict) -> str:
+    balance = options.get("balance", "matched" if task == "stability" else "label")
+    if task == "controllability":
+        return "the rarer class (controllable or not)"
+    if balance == "matched":
+        return "an accepted matched-pair proposal"
+    if balance == "trace":
+        return "the rarest (label, trace bin) cell"
+    return "the rarer class (stable or unstable)"
+
+
+def _truncate(value: float, digits: int = 4) -> float:
+    """``value`` ≥ 0 cut (not rounded) to ``digits`` significant digits, so that a bound
+    printed from it is never past the bound."""
+    if value <= 0:
+        return 0.0
+    scale = 10.0 ** (digits - 1 - math.floor(math.log10(value)))
+    return math.floor(value * scale) / scale
+
+
+def check_drift(
+    task: str, plan: Sequence[int], drift: float, *, name: str = "drift", **options
+) -> None:
+    """Refuse a ``drift`` that makes some experience's generator (almost) unable to draw
+    what it must, before anything is drawn.
+
+    Experience i of ``plan`` (its n) draws with the setting ``drift · i`` moves (see
+    :func:`linear_system_stream`); it is feasible when the rarest thing it needs has
+    probability at least :data:`~ponderlife.tasks.linear_systems.FEASIBLE_PROBABILITY`
+    per draw. The error names ``name``, the first infeasible experience and the largest
+    feasible drift of the same sign (found by bisection).
+    """
+    if not isinstance(drift, int | float) or isinstance(drift, bool) or not np.isfinite(drift):
+        raise ValueError(f"{name} must be a finite number, got {drift!r}")
+
+    def first_failure(value: float):
+        for index in sorted(range(len(plan)), reverse=True):  # the far end fails first
+            p = _feasibility(task, plan[index], index, value, options)
+            if p < FEASIBLE_PROBABILITY:
+                return index, p
+        return None
+
+    failure = first_failure(drift)
+    if failure is None:
+        return
+    index, p = failure
+    low, high = 0.0, abs(drift)
+    if first_failure(0.0) is not None:
+        best = "none: the generator fails even without drift"
+    else:
+        for _ in range(12):
+            middle = (low + high) / 2
+            low, high = (
+                (middle, high)
+                if first_failure(np.copysign(middle, drift)) is None
+                else (low, middle)
+            )
+        best = f"{np.copysign(_truncate(low), drift):g}"
+    rarity = "never drawn" if p == 0 else f"a 1-in-{1 / p:,.0f} draw"
+    raise ValueError(
+        f"{name} = {drift:g} is infeasible for {task} over {len(plan)} experiences: at "
+        f"experience {index} (n = {plan[index]}) {_rare_thing(task, options)} is "
+        f"{rarity} (at least 1 in {1 / FEASIBLE_PROBABILITY:.0f} is needed); the largest "
+        f"feasible {name} is {best}"
+    )
 
 
 # ---- Fashion-MNIST -----------------------------------------------------------------------

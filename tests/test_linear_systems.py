@@ -62,7 +62,7 @@ def test_label_balance_is_exact(n, batch_size):
 
 def test_stability_labels_match_eigenvalues_and_padding_keeps_them():
     n, n_max = 3, 6
-    batch = stability_batch(n, 400, rng=rng(1), n_max=n_max)
+    batch = stability_batch(n, 400, rng=rng(1), n_max=n_max, balance="label")
     assert batch.inputs.shape == (400, n_max * n_max) and batch.inputs.dtype == torch.float32
     a, full = unpad(batch.inputs, n, n_max)
     assert np.all(full[:, :n, n:] == 0) and np.all(full[:, n:, :n] == 0)
@@ -116,7 +116,7 @@ def test_shift_gives_half_stable_for_an_unmeasured_dimension():
 def test_routh_inputs_are_the_padded_characteristic_polynomial():
     n, n_max = 3, 5
     routh = routh_batch(n, 300, rng=rng(5), n_max=n_max)
-    same = stability_batch(n, 300, rng=rng(5))  # the same draws: same A
+    same = stability_batch(n, 300, rng=rng(5), balance="label")  # the same draws: same A
     assert torch.equal(routh.targets, same.targets)
     a, _ = unpad(same.inputs, n, n)
     padding = np.poly(-3.0 * np.ones(n_max - n))

@@ -115,6 +115,15 @@ def test_every_stream_and_model_runs(named, updates, observe, fashion_root):
         ({"decay_rate": 1.0}, "config 'decay_rate'"),
         ({"step": "transformer", "stream": "parity"}, "config 'step'"),
         ({"step": "transformer", "method": "cbp"}, "config 'method'"),
+        ({"stream": "routh", "balance": "matched"}, "config 'balance' = 'matched'"),
+        (
+            {"dimensions": [6], "experiences": 45, "drift": 0.05, "balance": "label"},
+            r"config 'drift' = 0.05 is infeasible.*largest feasible config 'drift' is 0\.02",
+        ),
+        (
+            {"dimensions": [2, 3, 4, 5, 6], "experiences": 10, "drift": 0.2},
+            r"config 'drift' = 0.2 is infeasible.*matched-pair",
+        ),
     ],
 )
 def test_invalid_config_stops_before_training_naming_the_key(updates, message, observe):

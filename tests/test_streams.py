@@ -168,7 +168,12 @@ def test_the_installed_fashion_mnist_has_the_standard_sizes():
 
 def test_drift_moves_the_stability_spectrum_but_keeps_labels_balanced_and_true():
     bench = linear_system_stream(
-        dimensions=[3], experiences=3, samples_per_experience=400, test_samples=8, drift=0.3
+        dimensions=[3],
+        experiences=3,
+        samples_per_experience=400,
+        test_samples=8,
+        drift=0.3,
+        balance="label",
     )
     margins = []
     for experience in bench.train_stream:

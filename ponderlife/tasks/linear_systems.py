@@ -5,9 +5,12 @@ examples" (ICLR 2021), who train transformers to decide the stability and the
 controllability of small dynamical systems. Here the systems are numeric and linear, and the
 dimension n is the difficulty dial:
 
-* ``"stability"`` (F1): is x' = Ax Hurwitz stable, i.e. max Re λ(A) < 0? A = G/√n − s_n·I
-  with G standard Gaussian and s_n = :func:`stability_shift` (the median of max Re λ(G/√n)),
-  so about half the draws are stable for every n. The input is A itself.
+* ``"stability"`` (F1): is x' = Ax Hurwitz stable, i.e. max Re λ(A) < 0? By default A is
+  one twin of a matched pair (:mod:`ponderlife.tasks.spectra`): stable and unstable
+  matrices with the same distribution of trace, determinant sign, Frobenius norm and
+  diagonal. The shifted-Gaussian ensemble A = G/√n − s_n·I (G standard Gaussian, s_n =
+  :func:`stability_shift` the median of max Re λ(G/√n)) remains as the ``balance`` modes
+  "label", "trace" and "none". The input is A itself.
 * ``"routh"`` (F1b): the same question and the same A, but the input is the characteristic
   polynomial's coefficients, which the Routh–Hurwitz test decides in about n elimination
   steps.
@@ -39,9 +42,11 @@ import torch
 from torch import Tensor
 
 from ponderlife._checks import check_choice, check_int, check_range
+from ponderlife.tasks.spectra import matched_matrices, matched_spectra
 
 SYSTEM_TASKS: tuple[str, ...] = ("stability", "routh", "controllability")
-STABILITY_BALANCES: tuple[str, ...] = ("label", "trace", "none")
+STABILITY_BALANCES: tuple[str, ...] = ("matched", "label", "trace", "none")
+ROUTH_BALANCES: tuple[str, ...] = ("label", "trace", "none")
 CONTROLLABILITY_BALANCES: tuple[str, ...] = ("label", "none")
 ENCODINGS: tuple[str, ...] = ("matrix", "tokens")
 
@@ -62,6 +67,10 @@ _DENSITY_TABLE: dict[int, float] = {3: 0.528, 4: 0.485, 5: 0.436, 6: 0.397, 8: 0
 _PAD_EIGENVALUE = -3.0  # padding block −3·I (and root −3 for Routh) keeps the label
 _MAX_DRAW_FACTOR = 1000  # rejection sampling gives up after this many draws per example
 _MIN_MAX_DRAWS = 100_000
+# A generator setting is feasible when its rarest cell (label, or label and trace bin) or,
+# for the matched ensemble, its proposal acceptance is at least this likely per draw.
+FEASIBLE_PROBABILITY = 1 / 200
+_FEASIBILITY_SAMPLES = 20_000
 
 
 class SystemBatch(NamedTuple):
@@ -244,7 +253,9 @@ def _fill_quotas(
     """Draw chunks until cell c (``draw(k)["cell"]``) has ``quotas[c]`` examples; shuffle.
 
     Raises ``RuntimeError`` if the quotas cannot be met within a generous number of draws
-    (a cell that is impossible or extremely rare for these settings).
+    (a cell that is impossible or extremely rare for these settings); ``what`` names the
+    cells and the settings in the message. The stream builders check feasibility first
+    (:func:`generator_feasibility`), so this is a last resort.
     """
     total = int(quotas.sum())
     max_draws = max(_MIN_MAX_DRAWS, _MAX_DRAW_FACTOR * total)
@@ -254,8 +265,9 @@ def _fill_quotas(
     while need.any():
         if drawn >= max_draws:
             raise RuntimeError(
-                f"could not fill the balanced batch after {drawn} draws: {what} "
-                f"(still missing {need.tolist()} examples per cell)"
+                f"could not fill the balanced batch after {drawn} draws: {what}; still "
+                f"missing {need.tolist()} examples per cell, which these settings make "
+                "(almost) impossible"
             )
         sample = draw(chunk)
         drawn += chunk
@@ -319,13 +331,16 @@ def _stable_systems(
     trace_bins: int,
     shift_offset: float = 0.0,
 ) -> dict[str, np.ndarray]:
-    """Draw A = G/√n − (s_n + shift_offset)·I balanced as asked: keys "a" (B, n, n), "eig"
-    (B, n) complex, "label" (B,) bool (stable), "margin" (B,) float64."""
+    """Draw systems balanced as asked: keys "a" (B, n, n), "eig" (B, n) complex, "label"
+    (B,) bool (stable), "margin" (B,) float64. ``balance="matched"`` draws matched pairs
+    (:mod:`ponderlife.tasks.spectra`); the others draw A = G/√n − (s_n + shift_offset)·I."""
     check_choice("balance", balance, STABILITY_BALANCES)
     check_int("trace_bins", trace_bins, 1)
     check_range("shift_offset", shift_offset, -10.0, 10.0)
     if balance == "trace" and n == 1:
         raise ValueError("balance='trace' needs n >= 2 (for n = 1 the trace is the eigenvalue)")
+    if balance == "matched":
+        return _matched_systems(n, batch_size, rng=rng, offset=shift_offset)
     shift = stability_shift(n) + shift_offset
     identity = np.eye(n)
     edges = _trace_edges(n, trace_bins, shift_offset) if balance == "trace" else None
@@ -345,6 +360,7 @@ def _stable_systems(
     stable = batch_size // 2
     if balance == "label":
         quotas = np.array([batch_size - stable, stable])
+        what = f"stable and unstable matrices at n={n}, shift_offset={shift_offset:g}"
     else:
         order = rng.permutation(trace_bins)  # which bins get the remainders
         quotas = np.stack(
@@ -354,9 +370,88 @@ def _stable_systems(
             ],
             axis=1,
         ).reshape(-1)  # cell = label + 2·bin
+        what = (
+            f"stable and unstable matrices in each of {trace_bins} trace bins at n={n}, "
+            f"shift_offset={shift_offset:g}"
+        )
     chunk = max(256, 4 * batch_size)
-    what = f"n={n}, balance={balance!r}, trace_bins={trace_bins}"
     return _fill_quotas(draw, quotas, rng=rng, chunk=chunk, what=what)
+
+
+def _matched_systems(
+    n: int, batch_size: int, *, rng: np.random.Generator, offset: float
+) -> dict[str, np.ndarray]:
+    """``batch_size − batch_size // 2`` unstable and ``batch_size // 2`` stable matrices from
+    matched pairs, shuffled."""
+    if n < 2:
+        raise ValueError("balance='matched' needs n >= 2 (a 1×1 system is its eigenvalue)")
+    pairs = batch_size - batch_size // 2
+    kept: list[dict[str, np.ndarray]] = []
+    have, proposed = 0, 0
+    max_proposals = max(_MIN_MAX_DRAWS, _MAX_DRAW_FACTOR * pairs)
+    while have < pairs:
+        if proposed >= max_proposals:
+            raise RuntimeError(
+                f"could not draw {pairs} matched pairs after {proposed} proposals at n={n}, "
+                f"shift_offset={offset:g}: the construction (every eigenvalue but the "
+                "leading block left of −margin, trace −n·(U(0.3, 0.9) + shift_offset)) "
+                "is (almost) impossible there"
+            )
+        chunk = max(64, 2 * (pairs - have))
+        drawn = matched_matrices(n, chunk, rng=rng, offset=offset)
+        proposed += chunk
+        kept.append(drawn)
+        have += drawn["label"].size // 2
+    joined = {key: np.concatenate([k[key] for k in kept])[: 2 * pairs] for key in kept[0]}
+    if batch_size % 2:  # one unstable twin more than stable ones: drop the last stable twin
+        joined = {key: value[:-1] for key, value in joined.items()}
+    order = rng.permutation(batch_size)
+    return {key: value[order] for key, value in joined.items()}
+
+
+@functools.cache
+def _gaussian_ensemble_sample(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """max Re λ(G/√n) and tr(G)/√n of a fixed sample of n×n standard Gaussian matrices G
+    (``default_rng(1)``), for the feasibility of shifted and trace-binned draws."""
+    rng = np.random.default_rng(1)
+    g = rng.standard_normal((_FEASIBILITY_SAMPLES, n, n)) / math.sqrt(n)
+    return np.linalg.eigvals(g).real.max(axis=-1), np.trace(g, axis1=1, axis2=2)
+
+
+@functools.lru_cache(maxsize=4096)
+def _matched_acceptance(n: int, offset: float) -> float:
+    spectra = matched_spectra(n, 4000, rng=np.random.default_rng(2), offset=offset)
+    return float(spectra["valid"].mean())
+
+
+def stability_feasibility(
+    n: int, *, balance: str = "matched", shift_offset: float = 0.0, trace_bins: int = 4
+) -> float:
+    """The probability per draw of the rarest thing the stability generator must draw.
+
+    For ``"label"`` and ``"trace"`` balance: the smallest probability of a cell (a label,
+    or a label within a trace bin) of A = G/√n − (s_n + shift_offset)·I, estimated on a
+    fixed sample of 20,000 Gaussian matrices (trace bins are equal-probability bins of the
+    shifted trace, so a matrix's bin does not depend on the shift). For ``"matched"``: the
+    acceptance rate of pair proposals. ``"none"`` needs nothing rare: 1.0. Rejection
+    sampling needs about 1 / this many draws per example; the streams refuse settings
+    below :data:`FEASIBLE_PROBABILITY`.
+    """
+    check_int("n", n, 1)
+    check_choice("balance", balance, STABILITY_BALANCES)
+    if balance == "none":
+        return 1.0
+    if balance == "matched":
+        return _matched_acceptance(n, round(float(shift_offset), 6)) if n >= 2 else 0.0
+    top, trace = _gaussian_ensemble_sample(n)
+    stable = top < stability_shift(n) + shift_offset
+    if balance == "label":
+        return float(min(stable.mean(), 1 - stable.mean()))
+    unit = NormalDist()
+    edges = np.array([unit.inv_cdf(i / trace_bins) for i in range(1, trace_bins)])
+    bins = np.searchsorted(edges, trace)
+    cells = [np.mean((bins == b) & (stable == s)) for b in range(trace_bins) for s in (0, 1)]
+    return float(min(cells))
 
 
 def stability_batch(
@@ -365,19 +460,27 @@ def stability_batch(
     *,
     rng: np.random.Generator,
     n_max: int | None = None,
-    balance: str = "label",
+    balance: str = "matched",
     encoding: str = "matrix",
     trace_bins: int = 4,
     shift_offset: float = 0.0,
 ) -> SystemBatch:
     """A batch of the Hurwitz stability task (F1): label 1 if max Re λ(A) < 0.
 
-    A = G/√n − (s_n + shift_offset)·I with G an n×n standard Gaussian and s_n =
-    :func:`stability_shift`; ``shift_offset`` in [−10, 10] (default 0) drifts the
-    generator: positive values move the spectrum left (stable examples get larger margins,
-    unstable ones smaller), while the label balance below still holds.
-
     ``balance``:
+
+    * ``"matched"`` (default; n ≥ 2): matched pairs from :mod:`ponderlife.tasks.spectra`,
+      exactly ``batch_size // 2`` stable examples. Both classes have the same distribution
+      of trace, determinant sign, Frobenius norm and diagonal (constant, tr/n), so none of
+      them predicts the label (at n ≥ 3; at n = 2 the trace still does, as it must).
+      ``shift_offset`` moves the bulk of the spectrum: −tr/n ~ U(0.3, 0.9) + shift_offset;
+
+    The other modes draw the shifted-Gaussian ensemble A = G/√n − (s_n + shift_offset)·I
+    with G an n×n standard Gaussian and s_n = :func:`stability_shift`; ``shift_offset``
+    in [−10, 10] (default 0) drifts the generator: positive values move the spectrum left
+    (stable examples get larger margins, unstable ones smaller). In this ensemble the sign
+    of (−1)ⁿ·det A alone predicts the label for about 90% of examples (a stable matrix
+    always has it positive; most unstable draws do not); see ``docs/shortcuts.md``.
 
     * ``"label"``: exactly ``batch_size // 2`` stable examples, the rest unstable;
     * ``"trace"``: as ``"label"``, and each label also split evenly over ``trace_bins``
@@ -439,7 +542,11 @@ def routh_batch(
     """A batch of the Routh–Hurwitz task (F1b): stability of A from its characteristic
     polynomial.
 
-    A is drawn and balanced exactly as in :func:`stability_batch` (``shift_offset`` too).
+    A is drawn and balanced as in :func:`stability_batch` (``shift_offset`` too) from the
+    shifted-Gaussian ensemble: ``balance`` is ``"label"``, ``"trace"`` or ``"none"``
+    (the matched ensemble is not offered for polynomials yet). Known shortcut: "all
+    coefficients positive", necessary for stability, predicts the label for 0.93–0.98 of
+    these examples; see ``docs/shortcuts.md``.
     The inputs are float32 (B, n_max): the coefficients c_1 … c_{n_max} of
     det(sI − A)·(s + 3)^(n_max − n) = s^{n_max} + c_1 s^{n_max−1} + … + c_{n_max}
     (computed from the eigenvalues, like
@@ -449,6 +556,7 @@ def routh_batch(
     them before feeding a network if n_max is large. ``margin`` is |max Re λ(A)|.
     """
     n_max = _check_sizes(n, batch_size, n_max)
+    check_choice("balance", balance, ROUTH_BALANCES)
     rng = _check_rng(rng)
     drawn = _stable_systems(
         n, batch_size, rng=rng, balance=balance, trace_bins=trace_bins, shift_offset=shift_offset
@@ -673,6 +781,21 @@ def controllability_batch(
             )
         )
     return _system_batch(inputs, drawn["label"], n, drawn["rank"].astype(np.float64))
+
+
+@functools.lru_cache(maxsize=4096)
+def controllability_feasibility(n: int, density: float, inputs_m: int = 1) -> float:
+    """The smaller of P(controllable) and P(uncontrollable) per draw at this density,
+    estimated from 4,000 draws of a fixed generator (cached)."""
+    check_int("n", n, 1)
+    check_range("density", density, 0.0, 1.0, low_inclusive=False)
+    rng = np.random.default_rng(3)
+    u = rng.random((4000, n, n + inputs_m))
+    entries = np.where(u < density / 2, -1, np.where(u < density, 1, 0)).astype(np.int64)
+    prime = _MAX_PRIME
+    kalman = _kalman_residues(entries[:, :, :n] % prime, entries[:, :, n:] % prime, prime)
+    controllable = float((_ranks_mod_prime(kalman, prime) == n).mean())
+    return min(controllable, 1.0 - controllable)
 
 
 # ---------------------------------------------------------------------------------------
