@@ -243,10 +243,6 @@ def guard(ex: Experiment) -> Experiment:
 
 def choice_configs(ex, key: str, choices: Iterable[str], extra: dict | None = None) -> None:
     """One named config per allowed value of ``key`` (``with cbp`` sets ``method="cbp"``),
-    plus any ``extra`` settings for a value (``{"upgd": {"learning_rate": 1e-2}}``).
-
-    Every experiment declares its named configs here, so this also makes sure the
-    experiment is :func:`guard`-ed."""
-    guard(ex)
+    plus any ``extra`` settings for a value (``{"upgd": {"learning_rate": 1e-2}}``)."""
     for value in choices:
         ex.add_named_config(value, {key: value, **(extra or {}).get(value, {})})

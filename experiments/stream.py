@@ -317,9 +317,15 @@ def validate(cfg: dict) -> None:
             "step does not declare; use step 'mlp', 'rnn' or 'gru'"
         )
     if cfg["stream"] in ("stability", "routh", "controllability"):
-        plan = [cfg["dimensions"][i % len(cfg["dimensions"])] for i in range(cfg["experiences"])]
         options = {} if cfg["stream"] == "controllability" else {"balance": cfg["balance"]}
-        check_drift(cfg["stream"], plan, cfg["drift"], name="config 'drift'", **options)
+        check_drift(
+            cfg["stream"],
+            cfg["dimensions"],
+            cfg["drift"],
+            experiences=cfg["experiences"],
+            name="config 'drift'",
+            **options,
+        )
     check.resume_from(cfg, ex.path)  # exists, is a run of this experiment, intact checkpoint
 
 

@@ -362,25 +362,29 @@ def _drifted(task: str, n: int, index: int, drift: float, options: dict) -> dict
     return {"shift_offset": drift * index}
 
 
+def _balance(task: str, options: dict) -> str:
+    """The balance mode the generator of ``task`` uses with these options."""
+    return options.get("balance", "matched" if task == "stability" else "label")
+
+
 def _feasibility(task: str, n: int, index: int, drift: float, options: dict) -> float:
     """Probability per draw of the rarest thing experience ``index``'s generator needs."""
-    setting = _drifted(task, n, index, drift, options)
-    if options.get("balance") == "none":
+    settings = {**options, **_drifted(task, n, index, drift, options)}
+    if _balance(task, settings) == "none":
         return 1.0
     if task == "controllability":
-        density = setting.get("density") or options.get("density") or controllability_density(n)
-        return controllability_feasibility(n, density, options.get("inputs_m", 1))
-    default = "matched" if task == "stability" else "label"
+        density = settings.get("density") or controllability_density(n)
+        return controllability_feasibility(n, density, settings.get("inputs_m", 1))
     return stability_feasibility(
         n,
-        balance=options.get("balance", default),
-        shift_offset=setting.get("shift_offset", 0.0),
-        trace_bins=options.get("trace_bins", 4),
+        balance=_balance(task, settings),
+        shift_offset=settings.get("shift_offset", 0.0),
+        trace_bins=settings.get("trace_bins", 4),
     )
 
 
 def _rare_thing(task: str, options: dict) -> str:
-    balance = options.get("balance", "matched" if task == "stability" else "label")
+    balance = _balance(task, options)
     if task == "controllability":
         return "the rarer class (controllable or not)"
     if balance == "matched":
@@ -400,22 +404,30 @@ def _truncate(value: float, digits: int = 4) -> float:
 
 
 def check_drift(
-    task: str, plan: Sequence[int], drift: float, *, name: str = "drift", **options
+    task: str,
+    dimensions: Sequence[int],
+    drift: float,
+    *,
+    experiences: int | None = None,
+    name: str = "drift",
+    **options,
 ) -> None:
     """Refuse a ``drift`` that makes some experience's generator (almost) unable to draw
     what it must, before anything is drawn.
 
-    Experience i of ``plan`` (its n) draws with the setting ``drift · i`` moves (see
-    :func:`linear_system_stream`); it is feasible when the rarest thing it needs has
-    probability at least :data:`~ponderlife.tasks.linear_systems.FEASIBLE_PROBABILITY`
-    per draw. The error names ``name``, the first infeasible experience and the largest
-    feasible drift of the same sign (found by bisection).
+    ``dimensions`` and ``experiences`` give the plan as in :func:`linear_system_stream`;
+    experience i (its n) draws with the setting ``drift · i`` moves. It is feasible when
+    the rarest thing it needs has probability at least
+    :data:`~ponderlife.tasks.linear_systems.FEASIBLE_PROBABILITY` per draw. The error
+    names ``name``, the first infeasible experience and the largest feasible drift of the
+    same sign (found by bisection).
     """
     if not isinstance(drift, int | float) or isinstance(drift, bool) or not np.isfinite(drift):
         raise ValueError(f"{name} must be a finite number, got {drift!r}")
+    plan = _repeat(list(dimensions), experiences, "dimensions")
 
     def first_failure(value: float):
-        for index in sorted(range(len(plan)), reverse=True):  # the far end fails first
+        for index in reversed(range(len(plan))):  # the far end fails first
             p = _feasibility(task, plan[index], index, value, options)
             if p < FEASIBLE_PROBABILITY:
                 return index, p

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from tiny_configs import BIT_FLIPPING
 
 from experiments.bit_flipping import ex
 from ponderlife.tasks import BitFlippingStream
@@ -62,7 +63,7 @@ def test_bad_stream_arguments_name_the_argument():
         BitFlippingStream(period=0)
 
 
-TINY = {"examples": 60, "bin_size": 20, "probe_size": 16, "period": 25, "seed": 3}
+TINY = {**BIT_FLIPPING, "seed": 3}
 
 
 @pytest.fixture

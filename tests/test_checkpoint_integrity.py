@@ -18,6 +18,7 @@ from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datas
 from avalanche.core import SupervisedPlugin
 from avalanche.training import Naive
 from avalanche.training.plugins import EvaluationPlugin
+from tiny_configs import BIT_FLIPPING, PARITY, STREAM
 from torch import nn
 
 from experiments import _runs
@@ -29,28 +30,9 @@ from strategies import FiniteLossPlugin
 from strategies.checkpoint import load_strategy, save_strategy
 from strategies.datasets import tagged_dataset
 
-STREAM_TINY = {
-    "experiences": 2,
-    "samples_per_experience": 64,
-    "test_samples": 32,
-    "batch_size": 32,
-    "hidden_size": 8,
-    "max_steps": 3,
-    "probe_size": 16,
-    "dimensions": [3, 4],
-    "seed": 5,
-}
-PARITY_TINY = {
-    "size": 6,
-    "hidden_size": 8,
-    "max_steps": 4,
-    "batch_size": 16,
-    "train_steps": 4,
-    "eval_every": 2,
-    "eval_samples": 32,
-    "seed": 7,
-}
-BIT_FLIPPING_TINY = {"examples": 60, "bin_size": 20, "probe_size": 16, "period": 25, "seed": 3}
+STREAM_TINY = {**STREAM, "seed": 5}
+PARITY_TINY = {**PARITY, "seed": 7}
+BIT_FLIPPING_TINY = {**BIT_FLIPPING, "seed": 3}
 
 
 def run_folders(root):

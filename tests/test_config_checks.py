@@ -8,33 +8,14 @@ suggested) fail with a ``ValueError`` naming the key and what it allows.
 import pytest
 import torch
 from sacred.utils import ConfigAddedError
+from tiny_configs import BIT_FLIPPING, PARITY, STREAM
 
 from experiments import bit_flipping, parity, stream, sweep
 
-STREAM_TINY = {
-    "experiences": 2,
-    "samples_per_experience": 64,
-    "test_samples": 32,
-    "batch_size": 32,
-    "hidden_size": 8,
-    "max_steps": 3,
-    "probe_size": 16,
-    "dimensions": [3, 4],
-}
-PARITY_TINY = {
-    "size": 6,
-    "hidden_size": 8,
-    "max_steps": 4,
-    "batch_size": 16,
-    "train_steps": 4,
-    "eval_every": 2,
-    "eval_samples": 32,
-}
-BIT_FLIPPING_TINY = {"examples": 60, "bin_size": 20, "probe_size": 16, "period": 25}
 EXPERIMENTS = {
-    "stream": (stream.ex, STREAM_TINY),
-    "parity": (parity.ex, PARITY_TINY),
-    "bit_flipping": (bit_flipping.ex, BIT_FLIPPING_TINY),
+    "stream": (stream.ex, STREAM),
+    "parity": (parity.ex, PARITY),
+    "bit_flipping": (bit_flipping.ex, BIT_FLIPPING),
 }
 
 
@@ -156,11 +137,11 @@ def test_a_misspelt_key_on_the_command_line_suggests_the_closest_one(capsys):
 
 def test_a_misspelt_key_in_a_sweep_is_reported_with_the_suggestion(tmp_path, monkeypatch):
     monkeypatch.setenv("PONDERLIFE_RUNS", str(tmp_path))
-    outcome = sweep.run_job(sweep.Job("parity", (), {**PARITY_TINY, "lamda_p": 0.3, "seed": 0}))
+    outcome = sweep.run_job(sweep.Job("parity", (), {**PARITY, "lamda_p": 0.3, "seed": 0}))
     assert outcome["status"] == "FAILED"
     assert "did you mean 'lambda_p'?" in outcome["error"]
 
 
 def test_a_key_far_from_every_key_is_still_refused():
     with pytest.raises(ConfigAddedError, match=r"config 'zzzz' is not a key .* no key is close"):
-        parity.ex.run(config_updates={**PARITY_TINY, "zzzz": 1})
+        parity.ex.run(config_updates={**PARITY, "zzzz": 1})

@@ -4,20 +4,11 @@ import json
 
 import pytest
 from sacred.utils import ConfigAddedError
+from tiny_configs import PARITY
 
 from experiments.parity import ex
 
-TINY = {
-    "size": 6,
-    "hidden_size": 8,
-    "max_steps": 4,
-    "fixed_steps": 2,
-    "batch_size": 16,
-    "train_steps": 4,
-    "eval_every": 2,
-    "eval_samples": 32,
-    "seed": 7,
-}
+TINY = {**PARITY, "fixed_steps": 2, "seed": 7}
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from sacred.utils import ConfigAddedError
+from tiny_configs import STREAM
 
 from experiments import stream as stream_experiment
 from experiments.stream import ex, scheme_name
@@ -14,16 +15,7 @@ from ponderlife.checkpoint import load_checkpoint
 from ponderlife.tasks import write_idx
 from strategies import PonderTemplate
 
-TINY = {
-    "experiences": 2,
-    "samples_per_experience": 64,
-    "test_samples": 32,
-    "batch_size": 32,
-    "hidden_size": 8,
-    "max_steps": 3,
-    "probe_size": 16,
-    "dimensions": [2, 3],
-}
+TINY = {**STREAM, "dimensions": [2, 3]}
 
 
 def metrics_of(folder):

@@ -153,9 +153,10 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append(row)
                 print(table([row]).splitlines()[-1], flush=True)
     text = table(rows)
-    command = "python -m experiments.benchmarks.shortcuts " + " ".join(
-        f"--dimensions {' '.join(map(str, args.dimensions))} --train {args.train} "
-        f"--test {args.test} --seed {args.seed}".split()
+    command = (
+        f"python -m experiments.benchmarks.shortcuts --dimensions "
+        f"{' '.join(map(str, args.dimensions))} --train {args.train} --test {args.test} "
+        f"--seed {args.seed}"
     )
     footer = f"\n\n{args.train} training and {args.test} test examples per row, seed {args.seed}; "
     footer += f"`{command}` (CPU, {time.perf_counter() - began:.0f} s).\n"

@@ -447,9 +447,9 @@ def stability_feasibility(
     stable = top < stability_shift(n) + shift_offset
     if balance == "label":
         return float(min(stable.mean(), 1 - stable.mean()))
-    unit = NormalDist()
-    edges = np.array([unit.inv_cdf(i / trace_bins) for i in range(1, trace_bins)])
-    bins = np.searchsorted(edges, trace)
+    # tr(A) = tr(G)/√n − n·(s_n + shift_offset), and the bins shift with it: a matrix's bin
+    # is the one its unshifted trace falls in.
+    bins = np.searchsorted(_trace_edges(n, trace_bins), trace - n * stability_shift(n))
     cells = [np.mean((bins == b) & (stable == s)) for b in range(trace_bins) for s in (0, 1)]
     return float(min(cells))
 
@@ -706,6 +706,18 @@ def kalman_rank(a: np.ndarray, b: np.ndarray, prime: int = 2**31 - 1) -> int:
     return int(_ranks_mod_prime(kalman, prime)[0])
 
 
+def _controllability_draws(
+    rng: np.random.Generator, k: int, n: int, inputs_m: int, density: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``k`` integer pairs A (k, n, n), B (k, n, m) with entries nonzero with probability
+    ``density`` (then ±1 with equal probability), and their exact Kalman ranks (k,)."""
+    u = rng.random((k, n, n + inputs_m))
+    entries = np.where(u < density / 2, -1, np.where(u < density, 1, 0)).astype(np.int64)
+    a, b = entries[:, :, :n], entries[:, :, n:]
+    kalman = _kalman_residues(a % _MAX_PRIME, b % _MAX_PRIME, _MAX_PRIME)
+    return a, b, _ranks_mod_prime(kalman, _MAX_PRIME)
+
+
 def controllability_batch(
     n: int,
     batch_size: int,
@@ -747,14 +759,9 @@ def controllability_batch(
     check_choice("encoding", encoding, ENCODINGS)
     check_choice("balance", balance, CONTROLLABILITY_BALANCES)
     rng = _check_rng(rng)
-    prime = _MAX_PRIME
 
     def draw(k: int) -> dict[str, np.ndarray]:
-        u = rng.random((k, n, n + inputs_m))
-        entries = np.where(u < density / 2, -1, np.where(u < density, 1, 0)).astype(np.int64)
-        a, b = entries[:, :, :n], entries[:, :, n:]
-        kalman = _kalman_residues(a % prime, b % prime, prime)
-        rank = _ranks_mod_prime(kalman, prime)
+        a, b, rank = _controllability_draws(rng, k, n, inputs_m, density)
         label = rank == n
         return {"a": a, "b": b, "label": label, "rank": rank, "cell": label.astype(np.int64)}
 
@@ -763,7 +770,10 @@ def controllability_batch(
     else:
         controllable = batch_size // 2
         quotas = np.array([batch_size - controllable, controllable])
-        what = f"n={n}, inputs_m={inputs_m}, density={density:g}"
+        what = (
+            f"controllable and uncontrollable pairs at n={n}, inputs_m={inputs_m}, "
+            f"density={density:g}"
+        )
         chunk = max(256, 4 * batch_size)
         drawn = _fill_quotas(draw, quotas, rng=rng, chunk=chunk, what=what)
     a, b = drawn["a"], drawn["b"]
@@ -789,12 +799,8 @@ def controllability_feasibility(n: int, density: float, inputs_m: int = 1) -> fl
     estimated from 4,000 draws of a fixed generator (cached)."""
     check_int("n", n, 1)
     check_range("density", density, 0.0, 1.0, low_inclusive=False)
-    rng = np.random.default_rng(3)
-    u = rng.random((4000, n, n + inputs_m))
-    entries = np.where(u < density / 2, -1, np.where(u < density, 1, 0)).astype(np.int64)
-    prime = _MAX_PRIME
-    kalman = _kalman_residues(entries[:, :, :n] % prime, entries[:, :, n:] % prime, prime)
-    controllable = float((_ranks_mod_prime(kalman, prime) == n).mean())
+    *_, rank = _controllability_draws(np.random.default_rng(3), 4000, n, inputs_m, density)
+    controllable = float((rank == n).mean())
     return min(controllable, 1.0 - controllable)
 
 
