@@ -17,7 +17,9 @@ experience seen so far and logs plain floats named ``<group>.<metric>[.d<level>]
 loss, forgetting and pondering on experience j; ``eval.halting_step.d<k>.exp<j>`` per
 difficulty level k; ``eval.difficulty_spearman.exp<j>``), stream averages ``eval.accuracy``,
 ``eval.forgetting``, ``eval.bwt``, plasticity diagnostics ``plasticity.*`` on a probe batch,
-and ``stream.difficulty`` (mean difficulty of experience i). A checkpoint is written after
+``stream.difficulty`` (mean difficulty of experience i's own samples) and
+``stream.previous_fraction`` (fraction of its training samples from experience i − 1's
+task: 0 unless ``transition="gradual"``). A checkpoint is written after
 every experience; ``resume`` restores it into a new run that first re-logs the history.
 """
 
@@ -63,6 +65,7 @@ from strategies import (
 )
 from strategies.checkpoint import load_strategy, save_strategy
 from strategies.streams import (
+    TRANSITIONS,
     bit_flipping_stream,
     check_drift,
     experience_difficulty,
@@ -91,10 +94,10 @@ def config():
     test_samples = 512  # test samples per experience; int ≥ 1
     dimensions = [3, 4, 5, 6]  # linear systems: n per experience (cycled), each in 1..16; at
     #   n = 2 trace and determinant sign decide stability, so the study starts at 3
-    balance = "matched"  # linear systems: "matched" (stability only: stable and unstable
-    #   matrices with the same trace, det sign, Frobenius norm and diagonal distributions),
-    #   or the shifted-Gaussian ensemble "label" (50/50), "trace" (50/50 within trace bins),
-    #   "none" (routh has no matched ensemble yet: `with routh` sets "label");
+    balance = "matched"  # stability / routh: "matched" (stable and unstable twins with the
+    #   same cheap features: trace, det sign, norms and diagonal for matrices; coefficient
+    #   signs and magnitudes for polynomials, so routh needs n ≥ 3), or the shifted-Gaussian
+    #   ensemble "label" (50/50), "trace" (50/50 within trace bins), "none";
     #   docs/shortcuts.md tables what cheap features predict under each
     permute_inputs = False  # linear systems: a fixed random permutation of the input
     #   features per experience after the first (Permuted-MNIST protocol; matrix inputs)
@@ -107,6 +110,14 @@ def config():
     fashion_root = None  # Fashion-MNIST IDX folder (None: $PONDERLIFE_FASHION_MNIST or
     #   /usr/share/datasets/fashion-mnist from Debian's dataset-fashion-mnist)
     stream_seed = None  # seed of the stream's data; int in [0, 2**32 − 1], or None: use `seed`
+    transition = "abrupt"  # how each experience after the first begins: "abrupt" (the new
+    #   task from its first sample) or "gradual" (a linear mixture over its first `window`
+    #   training samples: sample t is the new task's with probability (t + 1)/(window + 1),
+    #   else the previous experience's; test sets stay the new task's). Gradual streams
+    #   are trained in stream order, unshuffled, so with epochs > 1 every epoch replays the
+    #   window (and the same minibatches); abrupt ones are shuffled every epoch
+    window = 512  # gradual: training samples of the mixture; int in [1,
+    #   samples_per_experience] (split_fashion: the smallest experience's training set)
 
     # ---- model -----------------------------------------------------------------------------
     model = "pondernet"  # "pondernet", "act" or "fixed" (fixed-depth recurrence)
@@ -171,9 +182,9 @@ def stability():
 
 @ex.named_config
 def routh():
-    # Stability from the characteristic polynomial's coefficients (shifted-Gaussian ensemble).
+    # Stability from the characteristic polynomial's coefficients (matched polynomial pairs:
+    #   only the Hurwitz conditions separate the classes; log-encoded coefficients).
     stream = "routh"
-    balance = "label"
 
 
 @ex.named_config
@@ -276,6 +287,17 @@ def validate(cfg: dict) -> None:
     ):
         check.integer(cfg, key, 1)
     check.integer(cfg, "parity_size", 2)
+    check.choice(cfg, "transition", TRANSITIONS)
+    check.integer(cfg, "window", 1)
+    if (
+        cfg["transition"] == "gradual"
+        and cfg["stream"] != "split_fashion"  # its sizes come from the data: checked there
+        and cfg["window"] > cfg["samples_per_experience"]
+    ):
+        raise ValueError(
+            f"config 'window' must be in [1, samples_per_experience = "
+            f"{cfg['samples_per_experience']}] for transition 'gradual', got {cfg['window']}"
+        )
     check.integer(cfg, "maturity_threshold", 0)
     check.entries(cfg, "dimensions", lambda entry, key: check.integer(entry, key, 1, 16))
     check.entries(
@@ -286,10 +308,11 @@ def validate(cfg: dict) -> None:
         check.number(cfg, key, 0.0)
     check.number(cfg, "lambda_p", 0.0, 1.0, low_open=True)
     check.number(cfg, "drift", -0.5, 0.5)
-    if cfg["stream"] == "routh" and cfg["balance"] == "matched":
+    if cfg["stream"] == "routh" and cfg["balance"] == "matched" and min(cfg["dimensions"]) < 3:
         raise ValueError(
-            "config 'balance' = 'matched' applies to stream 'stability' only (routh has no "
-            "matched ensemble yet); use 'label', 'trace' or 'none' (`with routh` sets 'label')"
+            f"config 'dimensions' entries must be >= 3 for stream 'routh' with balance "
+            f"'matched', got {min(cfg['dimensions'])}: up to degree 2 all coefficients "
+            "positive means stable, so no unstable twin can match (balance 'label' allows n = 2)"
         )
     check.number(cfg, "epsilon", 0.0, 1.0, low_open=True, high_open=True)
     check.learning_rate(cfg)
@@ -331,7 +354,7 @@ def validate(cfg: dict) -> None:
 
 def build_stream(cfg: dict, seed: int):
     """The Avalanche benchmark of the config (all of it is drawn up front, seeded)."""
-    common = {"seed": seed}
+    common = {"seed": seed, "transition": cfg["transition"], "window": cfg["window"]}
     name = cfg["stream"]
     sized = {
         "experiences": cfg["experiences"],
@@ -566,10 +589,12 @@ def main(_config: dict, _run, seed: int) -> dict:
         print(f"resumed from {cfg['resume_from']} before experience {start}")
 
     total = len(benchmark.train_stream)
+    # A gradual window is a mixture in stream order: shuffling would spread it out.
+    order = {"shuffle": False} if benchmark.transition == "gradual" else {}
     for index in range(start, total):
         began = time.perf_counter()
         experience = benchmark.train_stream[index]
-        trained = emitted_by(strategy.evaluator, strategy.train, experience)
+        trained = emitted_by(strategy.evaluator, strategy.train, experience, **order)
         evaluated = emitted_by(
             strategy.evaluator, strategy.eval, benchmark.test_stream[: index + 1]
         )
@@ -580,7 +605,10 @@ def main(_config: dict, _run, seed: int) -> dict:
                     name = scheme_name(avalanche_name, index)
                     if name is not None:
                         values[name] = value
-        values["stream.difficulty"] = float(experience_difficulty(experience).float().mean())
+        # The experience's own difficulty: a gradual window's old samples keep theirs.
+        new = ~benchmark.from_previous[index]
+        values["stream.difficulty"] = float(experience_difficulty(experience)[new].float().mean())
+        values["stream.previous_fraction"] = float(benchmark.from_previous[index].float().mean())
         values["stream.test_overlap"] = benchmark.test_overlap[index]
         for name, value in sorted(values.items()):
             log(name, value, index)
@@ -606,12 +634,12 @@ def main(_config: dict, _run, seed: int) -> dict:
     return final
 
 
-def emitted_by(evaluator, call, *args) -> dict:
-    """The metric values the evaluator received while ``call(*args)`` ran (the last of each):
-    ``get_last_metrics()`` would also return values of earlier calls for metrics that
-    emitted nothing this time."""
+def emitted_by(evaluator, call, *args, **kwargs) -> dict:
+    """The metric values the evaluator received while ``call(*args, **kwargs)`` ran (the
+    last of each): ``get_last_metrics()`` would also return values of earlier calls for
+    metrics that emitted nothing this time."""
     before = {name: len(values) for name, (_, values) in evaluator.all_metric_results.items()}
-    call(*args)
+    call(*args, **kwargs)
     return {
         name: values[-1]
         for name, (_, values) in evaluator.all_metric_results.items()

@@ -29,12 +29,28 @@ near 1 for bit-flipping; Fashion-MNIST's files hold a few identical images acros
   systems with the dimension n changing between experiences; difficulty = n.
 * :func:`permuted_fashion_mnist`, :func:`split_fashion_mnist` — real data read from IDX
   files (see :mod:`ponderlife.tasks.idx`); difficulty = 0.
+
+**Transitions.** Every builder takes ``transition="abrupt"`` (each experience is its own
+task from its first sample, the default) or ``"gradual"`` with a ``window`` of w training
+samples: the first w positions of the training set of every experience i ≥ 1 are a linear
+mixture of the previous task and the new one (position t ∈ [0, w) holds a new-task sample
+with probability (t + 1)/(w + 1), else a sample of experience i − 1's task, with its input
+permutation, dimension, slow bits and class group; each draw independent, from a generator
+of the stream's seed), and the rest is the new task. The set keeps its size: the new
+task's own draws fill the new positions in order and the last ones are left out. Each
+sample keeps its own task's label and difficulty tag; test sets and experience 0 are
+unchanged, and the new task's draws are those of the abrupt stream (the old samples and
+the mixture come from generators of their own). ``benchmark.from_previous[i]`` marks the
+old samples of experience i; ``benchmark.transition`` and ``benchmark.window`` (None when
+abrupt) record the setting. A gradual window means something only if training visits the
+samples in order: ``strategy.train(experience, shuffle=False)``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import numpy as np
 import torch
@@ -54,12 +70,15 @@ from ponderlife.tasks import (
 from ponderlife.tasks.linear_systems import (
     FEASIBLE_PROBABILITY,
     controllability_feasibility,
+    routh_feasibility,
     stability_feasibility,
 )
-from strategies.datasets import experience_difficulty, tagged_dataset, tensor_source
+from strategies.datasets import experience_difficulty, tagged_dataset
 
 __all__ = [
+    "DEFAULT_WINDOW",
     "PARITY_LEVELS",
+    "TRANSITIONS",
     "bit_flipping_stream",
     "check_drift",
     "experience_difficulty",
@@ -73,14 +92,85 @@ __all__ = [
 ]
 
 
-def _benchmark(train: list, test: list):
-    """The Avalanche benchmark, with ``test_overlap`` measured per experience."""
-    benchmark = benchmark_from_datasets(train=train, test=test)
+#: How one experience's task gives way to the next (see the module docstring).
+TRANSITIONS: tuple[str, ...] = ("abrupt", "gradual")
+DEFAULT_WINDOW = 512  # training samples of a gradual transition's mixture
+# Gradual transitions draw from generators of their own (seed + these primes), so the new
+# task's samples, the test sets and every draw of an abrupt stream stay as they were.
+_OLD_SAMPLES_OFFSET = 15_485_863
+_MIXTURE_OFFSET = 1_299_709
+
+Samples = tuple[Tensor, Tensor, Tensor]  # (x, y, difficulty) of one experience
+
+
+def _check_transition(transition: str, window: int, most: int, bound: str) -> None:
+    """``transition`` one of :data:`TRANSITIONS`, ``window`` an int ≥ 1 and, for a gradual
+    transition, at most ``most`` (the training set size ``bound`` names)."""
+    check_choice("transition", transition, TRANSITIONS)
+    check_int("window", window, 1)
+    if transition == "gradual" and window > most:
+        raise ValueError(
+            f"window must be in [1, {bound} = {most}] for transition 'gradual' (it mixes the "
+            f"first window training samples of each experience), got {window}"
+        )
+
+
+def _benchmark(
+    train: list[Samples],
+    test: list[Samples],
+    *,
+    transition: str = "abrupt",
+    window: int = DEFAULT_WINDOW,
+    old: Callable[[int, int], Samples] | None = None,
+    seed: int = 0,
+):
+    """The Avalanche benchmark of per-experience tensors after the ``transition``, with
+    ``test_overlap`` measured per experience and the transition recorded.
+
+    ``old(j, count)`` draws ``count`` training samples of experience j's task, from a
+    generator of its own (called for gradual transitions only).
+    """
+    from_previous = [torch.zeros(len(x), dtype=torch.bool) for x, _, _ in train]
+    if transition == "gradual":
+        generator = torch.Generator().manual_seed(seed + _MIXTURE_OFFSET)
+        pure, train = train, train[:1]  # ``old`` may read the pure sets
+        for i in range(1, len(pure)):
+            samples, from_previous[i] = _mixed(pure[i], old(i - 1, window), generator)
+            train.append(samples)
+    benchmark = benchmark_from_datasets(
+        train=[tagged_dataset(*samples) for samples in train],
+        test=[tagged_dataset(*samples) for samples in test],
+    )
     benchmark.test_overlap = [
-        overlap_fraction(tensor_source(a)[0], tensor_source(b)[0])
-        for a, b in zip(train, test, strict=True)
+        overlap_fraction(a[0], b[0]) for a, b in zip(train, test, strict=True)
     ]
+    benchmark.transition = transition
+    benchmark.window = window if transition == "gradual" else None
+    benchmark.from_previous = from_previous
     return benchmark
+
+
+def _mixed(new: Samples, old: Samples, generator: torch.Generator) -> tuple[Samples, Tensor]:
+    """The training samples ``new`` of one experience with the linear mixture over the first
+    w = ``len(old[0])`` positions, and the mask (N,) of the positions that hold old samples.
+
+    Position t < w holds a new sample with probability (t + 1)/(w + 1): u·(w + 1) < t + 1
+    for u uniform in [0, 1), one draw per position. The new samples fill the new positions
+    in their order (the last ones drop out), the old samples the old positions in theirs.
+    """
+    count, window = len(new[0]), len(old[0])
+    position = torch.arange(1, window + 1, dtype=torch.float64)
+    from_old = torch.zeros(count, dtype=torch.bool)
+    draws = torch.rand(window, generator=generator, dtype=torch.float64)
+    from_old[:window] = draws * (window + 1) >= position
+    taken = int(from_old.sum())
+    mixed = []
+    for a, b in zip(new, old, strict=True):
+        out = torch.empty((count, *a.shape[1:]), dtype=a.dtype)
+        out[~from_old] = a[: count - taken]
+        out[from_old] = b[:taken].to(a.dtype)
+        mixed.append(out)
+    return (mixed[0], mixed[1], mixed[2]), from_old
 
 
 def overlap_fraction(train_inputs: Tensor, test_inputs: Tensor) -> float:
@@ -184,6 +274,8 @@ def parity_shift_stream(
     samples_per_experience: int = 2048,
     test_samples: int = 512,
     seed: int = 0,
+    transition: str = "abrupt",
+    window: int = DEFAULT_WINDOW,
 ):
     """Parity (PonderNet §3.1) whose difficulty changes between experiences.
 
@@ -198,12 +290,17 @@ def parity_shift_stream(
         experiences: number of experiences (default: ``len(schedule)``).
         samples_per_experience, test_samples: int ≥ 1.
         seed: one seed for the whole stream.
+        transition, window: ``"abrupt"`` or ``"gradual"`` over the first ``window``
+            training samples of each experience (int in [1, samples_per_experience]); see
+            the module docstring. The old samples are fresh draws of the previous
+            experience's generator on the training side of the split.
 
     Labels are classes {0, 1} (parity of the number of +1 entries); difficulty = k.
     """
     check_int("size", size, 2)
     check_int("samples_per_experience", samples_per_experience, 1)
     check_int("test_samples", test_samples, 1)
+    _check_transition(transition, window, samples_per_experience, "samples_per_experience")
     levels = _repeat(list(schedule), experiences, "schedule")
     active = _repeat(list(sizes), len(levels), "sizes") if sizes is not None else None
     if active is not None:
@@ -214,10 +311,10 @@ def parity_shift_stream(
         for i, level in enumerate(levels)
     ]
     generator = torch.Generator().manual_seed(seed)
-    train, test = [], []
+    train, test, draws = [], [], []
     for index, (active_size, low, high) in enumerate(plan):
 
-        def draw(count, active_size=active_size, low=low, high=high):
+        def draw(count, active_size=active_size, low=low, high=high, generator=generator):
             batch = parity_batch(
                 count, active_size, min_nonzero=low, max_nonzero=high, generator=generator
             )
@@ -226,13 +323,19 @@ def parity_shift_stream(
             return x, batch.y.long(), batch.nonzero
 
         what = f"parity experience {index} (size {active_size}, k in {low}..{high})"
+        draws.append((draw, what))
         for count, out, side in (
             (samples_per_experience, train, False),
             (test_samples, test, True),
         ):
-            x, y, k = _draw_on_side(draw, count, test=side, what=what)
-            out.append(tagged_dataset(x, y, k))
-    return _benchmark(train, test)
+            out.append(_draw_on_side(draw, count, test=side, what=what))
+    old_generator = torch.Generator().manual_seed(seed + _OLD_SAMPLES_OFFSET)
+
+    def old(index: int, count: int) -> Samples:
+        draw, what = draws[index]
+        return _draw_on_side(partial(draw, generator=old_generator), count, test=False, what=what)
+
+    return _benchmark(train, test, transition=transition, window=window, old=old, seed=seed)
 
 
 # ---- bit-flipping -----------------------------------------------------------------------
@@ -245,6 +348,8 @@ def bit_flipping_stream(
     period: int = 10_000,
     flip: str = "one",
     seed: int = 0,
+    transition: str = "abrupt",
+    window: int = DEFAULT_WINDOW,
     **problem,
 ):
     """The slowly-changing regression problem, one experience per period of the slow
@@ -253,26 +358,41 @@ def bit_flipping_stream(
     ``problem`` passes :class:`~ponderlife.tasks.BitFlippingStream`'s other arguments
     (``num_slow``, ``num_random``, ``num_features``, ``beta``). Targets are float (B,);
     the test set of an experience uses the same slow bits as its training set.
+    ``transition``, ``window``: as in the module docstring, with window in [1, period];
+    the old samples are fresh inputs under the previous experience's slow bits (its
+    random bits redrawn, as for the test sets), so a gradual stream's training segments
+    are no longer exactly the reference stream.
     """
     check_int("experiences", experiences, 1)
     check_int("test_samples", test_samples, 1)
     source = BitFlippingStream(period=period, flip=flip, seed=seed, **problem)
+    _check_transition(transition, window, period, "period")
     # Test draws use their own generator, so the training segments are exactly the
     # reference stream of this seed.
     test_generator = torch.Generator().manual_seed(seed + 7919)
-    train, test = [], []
+    train, test, segments = [], [], []
     for index in range(experiences):
         batch = source.next(period)
-        difficulty = torch.full((period,), index)
-        train.append(tagged_dataset(batch.x, batch.y[:, 0], difficulty))
-        # Fresh inputs under the same slow bits: random bits redrawn, target from the net.
-        x = batch.x[torch.randint(0, period, (test_samples,), generator=test_generator)]
-        x = x.clone()
-        fast = slice(source.num_slow, source.num_slow + source.num_random)
-        bits = torch.randint(0, 2, x[:, fast].shape, generator=test_generator)
-        x[:, fast] = bits.to(x.dtype)
-        test.append(tagged_dataset(x, source.target(x)[:, 0], torch.full((test_samples,), index)))
-    return _benchmark(train, test)
+        segments.append(batch.x)
+        train.append((batch.x, batch.y[:, 0], torch.full((period,), index)))
+        x = _under_slow_bits(source, batch.x, test_samples, test_generator)
+        test.append((x, source.target(x)[:, 0], torch.full((test_samples,), index)))
+    old_generator = torch.Generator().manual_seed(seed + _OLD_SAMPLES_OFFSET)
+
+    def old(index: int, count: int) -> Samples:
+        x = _under_slow_bits(source, segments[index], count, old_generator)
+        return x, source.target(x)[:, 0], torch.full((count,), index)
+
+    return _benchmark(train, test, transition=transition, window=window, old=old, seed=seed)
+
+
+def _under_slow_bits(source: BitFlippingStream, segment: Tensor, count: int, generator) -> Tensor:
+    """``count`` fresh inputs under the slow bits of ``segment`` (a segment's inputs):
+    rows of it with their random bits redrawn."""
+    x = segment[torch.randint(0, len(segment), (count,), generator=generator)].clone()
+    fast = slice(source.num_slow, source.num_slow + source.num_random)
+    x[:, fast] = torch.randint(0, 2, x[:, fast].shape, generator=generator).to(x.dtype)
+    return x
 
 
 # ---- linear systems ----------------------------------------------------------------------
@@ -289,6 +409,8 @@ def linear_system_stream(
     permute_inputs: bool = False,
     drift: float = 0.0,
     seed: int = 0,
+    transition: str = "abrupt",
+    window: int = DEFAULT_WINDOW,
     **options,
 ):
     """Linear-system tasks (after Charton, Hayat & Lample 2021) with a dimension shift.
@@ -310,8 +432,14 @@ def linear_system_stream(
             density of nonzero entries by ``1 + drift · i`` (clamped to (0, 1]). The rule
             (the label) never changes, only the input distribution. Values that would make
             a class (almost) impossible to draw are refused up front (:func:`check_drift`).
+        transition, window: ``"abrupt"`` or ``"gradual"`` over the first ``window``
+            training samples of each experience (int in [1, samples_per_experience]); see
+            the module docstring. The old samples are fresh draws of the previous
+            experience's generator (its n, drift and permutation) on the training side of
+            the split.
         options: passed to the generator (``balance="matched" | "label" | "trace" |
-            "none"`` — stability defaults to ``"matched"``, Routh to ``"label"`` —,
+            "none"`` — stability and Routh default to ``"matched"``, which for Routh
+            needs every n ≥ 3 —, ``encoding="log" | "coefficients"`` for Routh,
             ``encoding="matrix" | "tokens"``, ``density`` for controllability).
 
     Labels are balanced classes per experience; difficulty = n. Train and test inputs lie
@@ -320,21 +448,28 @@ def linear_system_stream(
     check_choice("task", task, SYSTEM_TASKS)
     check_int("samples_per_experience", samples_per_experience, 1)
     check_int("test_samples", test_samples, 1)
+    _check_transition(transition, window, samples_per_experience, "samples_per_experience")
     plan = _repeat(list(dimensions), experiences, "dimensions")
     for n in plan:
         check_int("dimensions entry", n, 1)
+    if task == "routh" and _balance(task, options) == "matched" and min(plan) < 3:
+        raise ValueError(
+            f"routh with balance='matched' needs every dimensions entry >= 3, got "
+            f"{min(plan)}: up to degree 2 all coefficients positive means stable, so no "
+            "unstable twin can match a stable polynomial (use balance='label' for n = 2)"
+        )
     n_max = max(plan) if n_max is None else check_int("n_max", n_max, max(plan))
     if permute_inputs and options.get("encoding", "matrix") != "matrix":
         raise ValueError("permute_inputs applies to encoding='matrix' only")
     check_drift(task, plan, drift, **options)
     rng = np.random.default_rng(seed)
     permutations = torch.Generator().manual_seed(seed + 104_729)
-    train, test = [], []
+    train, test, draws = [], [], []
     for index, n in enumerate(plan):
         order = None
         settings = {**options, **_drifted(task, n, index, drift, options)}
 
-        def draw(count, n=n, settings=settings):
+        def draw(count, n=n, settings=settings, rng=rng):
             batch = system_batch(task, n, count, rng=rng, n_max=n_max, **settings)
             return batch.inputs, batch.targets, batch.dimension
 
@@ -348,8 +483,18 @@ def linear_system_stream(
                 if order is None:
                     order = torch.randperm(inputs.shape[1], generator=permutations)
                 inputs = inputs[:, order]
-            out.append(tagged_dataset(inputs, targets, dimension))
-    return _benchmark(train, test)
+            out.append((inputs, targets, dimension))
+        draws.append((draw, what, order))
+    old_rng = np.random.default_rng(seed + _OLD_SAMPLES_OFFSET)
+
+    def old(index: int, count: int) -> Samples:
+        draw, what, order = draws[index]
+        inputs, targets, dimension = _draw_on_side(
+            partial(draw, rng=old_rng), count, test=False, what=what
+        )
+        return (inputs if order is None else inputs[:, order]), targets, dimension
+
+    return _benchmark(train, test, transition=transition, window=window, old=old, seed=seed)
 
 
 def _drifted(task: str, n: int, index: int, drift: float, options: dict) -> dict:
@@ -364,7 +509,7 @@ def _drifted(task: str, n: int, index: int, drift: float, options: dict) -> dict
 
 def _balance(task: str, options: dict) -> str:
     """The balance mode the generator of ``task`` uses with these options."""
-    return options.get("balance", "matched" if task == "stability" else "label")
+    return options.get("balance", "label" if task == "controllability" else "matched")
 
 
 def _feasibility(task: str, n: int, index: int, drift: float, options: dict) -> float:
@@ -375,7 +520,8 @@ def _feasibility(task: str, n: int, index: int, drift: float, options: dict) -> 
     if task == "controllability":
         density = settings.get("density") or controllability_density(n)
         return controllability_feasibility(n, density, settings.get("inputs_m", 1))
-    return stability_feasibility(
+    feasibility = routh_feasibility if task == "routh" else stability_feasibility
+    return feasibility(
         n,
         balance=_balance(task, settings),
         shift_offset=settings.get("shift_offset", 0.0),
@@ -387,6 +533,8 @@ def _rare_thing(task: str, options: dict) -> str:
     balance = _balance(task, options)
     if task == "controllability":
         return "the rarer class (controllable or not)"
+    if balance == "matched" and task == "routh":
+        return "an accepted matched polynomial pair"
     if balance == "matched":
         return "an accepted matched-pair proposal"
     if balance == "trace":
@@ -475,18 +623,31 @@ def permuted_fashion_mnist(
     test_samples: int | None = 2_000,
     root=None,
     seed: int = 0,
+    transition: str = "abrupt",
+    window: int = DEFAULT_WINDOW,
 ):
     """Permuted Fashion-MNIST: each experience applies its own fixed pixel permutation
     (the first is the identity), 10 classes throughout. ``samples_per_experience`` /
     ``test_samples`` subsample (None: all 60,000 / 10,000). ``root``: an IDX folder (see
-    :func:`ponderlife.tasks.load_fashion_mnist`)."""
+    :func:`ponderlife.tasks.load_fashion_mnist`). ``transition``, ``window``: as in the
+    module docstring, window at most the training set's size; the old samples are images
+    drawn afresh from the training file (without replacement) under the previous
+    experience's permutation: distinct from one another, though an image may also be in
+    a training set of its own (each experience subsamples the same file, and with
+    ``samples_per_experience=None`` every image is in every one)."""
     check_int("experiences", experiences, 1)
     if samples_per_experience is not None:
         check_int("samples_per_experience", samples_per_experience, 1)
     if test_samples is not None:
         check_int("test_samples", test_samples, 1)
+    check_choice("transition", transition, TRANSITIONS)
     full_train = load_fashion_mnist("train", root)
     full_test = load_fashion_mnist("test", root)
+    size = len(full_train.labels)
+    if samples_per_experience is None or samples_per_experience >= size:
+        _check_transition(transition, window, size, "the training set's size")
+    else:
+        _check_transition(transition, window, samples_per_experience, "samples_per_experience")
     generator = torch.Generator().manual_seed(seed)
     train, test = [], []
     for index in range(experiences):
@@ -497,16 +658,40 @@ def permuted_fashion_mnist(
             images, labels = _subset(source.images, source.labels, count, generator)
             if index:
                 images = permuted(images, seed * 10_007 + index)
-            out.append(tagged_dataset(images, labels, torch.zeros(len(labels))))
-    return _benchmark(train, test)
+            out.append((images, labels, torch.zeros(len(labels))))
+    old_generator = torch.Generator().manual_seed(seed + _OLD_SAMPLES_OFFSET)
+
+    def old(index: int, count: int) -> Samples:
+        chosen = torch.randperm(size, generator=old_generator)[:count]
+        images, labels = full_train.images[chosen], full_train.labels[chosen]
+        if index:
+            images = permuted(images, seed * 10_007 + index)
+        return images, labels, torch.zeros(count)
+
+    return _benchmark(train, test, transition=transition, window=window, old=old, seed=seed)
 
 
-def split_fashion_mnist(*, experiences: int = 5, root=None, seed: int = 0):
+def split_fashion_mnist(
+    *,
+    experiences: int = 5,
+    root=None,
+    seed: int = 0,
+    transition: str = "abrupt",
+    window: int = DEFAULT_WINDOW,
+):
     """Split Fashion-MNIST: the 10 classes in a seeded random order, split into
-    ``experiences`` groups (10 must divide evenly), one group per experience."""
+    ``experiences`` groups (10 must divide evenly), one group per experience.
+
+    ``transition``, ``window``: as in the module docstring, window at most the smallest
+    experience's training set. The previous experience's training set already holds every
+    training image of its classes, so the old samples reuse its examples (``window`` of
+    them, drawn without replacement).
+    """
     check_int("experiences", experiences, 1, 10)
     if 10 % experiences:
         raise ValueError(f"experiences must divide the 10 classes evenly, got {experiences}")
+    check_choice("transition", transition, TRANSITIONS)
+    check_int("window", window, 1)
     full_train = load_fashion_mnist("train", root)
     full_test = load_fashion_mnist("test", root)
     order = torch.randperm(10, generator=torch.Generator().manual_seed(seed))
@@ -517,5 +702,13 @@ def split_fashion_mnist(*, experiences: int = 5, root=None, seed: int = 0):
         for source, out in ((full_train, train), (full_test, test)):
             chosen = torch.isin(source.labels, classes)
             labels = source.labels[chosen]
-            out.append(tagged_dataset(source.images[chosen], labels, torch.zeros(len(labels))))
-    return _benchmark(train, test)
+            out.append((source.images[chosen], labels, torch.zeros(len(labels))))
+    smallest = min(len(labels) for _, labels, _ in train)
+    _check_transition(transition, window, smallest, "the smallest experience's training set")
+    old_generator = torch.Generator().manual_seed(seed + _OLD_SAMPLES_OFFSET)
+
+    def old(index: int, count: int) -> Samples:
+        chosen = torch.randperm(len(train[index][0]), generator=old_generator)[:count]
+        return tuple(t[chosen] for t in train[index])
+
+    return _benchmark(train, test, transition=transition, window=window, old=old, seed=seed)

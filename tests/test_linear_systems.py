@@ -115,7 +115,7 @@ def test_shift_gives_half_stable_for_an_unmeasured_dimension():
 
 def test_routh_inputs_are_the_padded_characteristic_polynomial():
     n, n_max = 3, 5
-    routh = routh_batch(n, 300, rng=rng(5), n_max=n_max)
+    routh = routh_batch(n, 300, rng=rng(5), n_max=n_max, balance="label", encoding="coefficients")
     same = stability_batch(n, 300, rng=rng(5), balance="label")  # the same draws: same A
     assert torch.equal(routh.targets, same.targets)
     a, _ = unpad(same.inputs, n, n)

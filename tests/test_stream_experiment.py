@@ -73,7 +73,7 @@ def fashion_root(tmp_path):
 @pytest.mark.parametrize(
     ("named", "updates"),
     [
-        (["routh"], {}),
+        (["routh"], {"dimensions": [3, 4]}),
         (["controllability"], {"dimensions": [3, 4]}),
         (["parity"], {"parity_size": 6}),
         (["bit_flipping"], {"samples_per_experience": 40, "batch_size": 8}),
@@ -107,7 +107,10 @@ def test_every_stream_and_model_runs(named, updates, observe, fashion_root):
         ({"decay_rate": 1.0}, "config 'decay_rate'"),
         ({"step": "transformer", "stream": "parity"}, "config 'step'"),
         ({"step": "transformer", "method": "cbp"}, "config 'method'"),
-        ({"stream": "routh", "balance": "matched"}, "config 'balance' = 'matched'"),
+        (
+            {"stream": "routh", "dimensions": [2, 3]},
+            r"config 'dimensions' entries must be >= 3 for stream 'routh'",
+        ),
         (
             {"dimensions": [6], "experiences": 45, "drift": 0.05, "balance": "label"},
             r"config 'drift' = 0.05 is infeasible.*largest feasible config 'drift' is 0\.02",

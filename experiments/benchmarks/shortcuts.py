@@ -7,9 +7,11 @@ of a training draw and scores them on a separate test draw (2,000 examples by de
 * each single feature as a depth-1 stump, to name the strongest shortcut.
 
 Features: for ``stability``, {trace, sign of (−1)ⁿ·det A, Frobenius norm, diagonal
-mean / min / max} of A; for ``routh``, {sign and magnitude of each coefficient}. A value
-near 0.5 means the feature says nothing about the label; the shifted-Gaussian ensembles
-reach 0.87–1.00, which a network can find long before it learns stability.
+mean / min / max} of A; for ``routh``, {sign and magnitude of each coefficient}, and for
+the matched Routh ensemble two more views: the network's own input (signs and log10
+magnitudes) and the scale-normalised magnitudes c_k / g^k (g = |c_n|^{1/n}). A value near
+0.5 means the features say nothing about the label; the shifted-Gaussian ensembles reach
+0.87–1.00, which a network can find long before it learns stability.
 
     python -m experiments.benchmarks.shortcuts                    # print the table
     python -m experiments.benchmarks.shortcuts --out docs/shortcuts.md  # docs/shortcuts.md
@@ -30,7 +32,11 @@ from sklearn.tree import DecisionTreeClassifier
 from ponderlife.tasks import routh_batch, stability_batch
 
 STABILITY_FEATURES = ("trace", "sign_det", "frobenius", "diag_mean", "diag_min", "diag_max")
-GENERATORS = {"stability": ("matched", "label", "trace", "none"), "routh": ("label", "trace")}
+GENERATORS = {
+    "stability": ("matched", "label", "trace", "none"),
+    "routh": ("matched", "label", "trace"),
+}
+ROUTH_VIEWS = ("magnitudes", "log", "normalised")  # the matched Routh ensemble gets all three
 
 
 def stability_features(inputs: np.ndarray, n: int) -> np.ndarray:
@@ -51,14 +57,23 @@ def stability_features(inputs: np.ndarray, n: int) -> np.ndarray:
     )
 
 
-def routh_features(coefficients: np.ndarray) -> np.ndarray:
-    """Signs and magnitudes of the coefficients (B, 2k)."""
+def routh_features(coefficients: np.ndarray, view: str = "magnitudes") -> np.ndarray:
+    """Signs of the coefficients (B, k) and their magnitudes (``"magnitudes"``), log10
+    magnitudes (``"log"``) or scale-normalised magnitudes |c_j| / g^j with g = |c_k|^{1/k}
+    (``"normalised"``): (B, 2k)."""
     c = np.asarray(coefficients, dtype=np.float64)
-    return np.concatenate([np.sign(c), np.abs(c)], axis=1)
+    magnitude = np.abs(c)
+    if view == "log":
+        magnitude = np.log10(np.maximum(magnitude, 1e-30))
+    elif view == "normalised":
+        powers = np.arange(1, c.shape[1] + 1) / c.shape[1]
+        magnitude = magnitude / np.maximum(magnitude[:, -1:], 1e-300) ** powers
+    return np.concatenate([np.sign(c), magnitude], axis=1)
 
 
-def draw_features(task: str, balance: str, n: int, count: int, seed: int):
-    """(features, labels, feature names) of ``count`` examples of ``task`` at n."""
+def draw_features(task: str, balance: str, n: int, count: int, seed: int, view: str = "cheap"):
+    """(features, labels, feature names) of ``count`` examples of ``task`` at n; ``view``
+    picks the Routh features (:func:`routh_features`)."""
     rng = np.random.default_rng(seed)
     if task == "stability":
         batch = stability_batch(n, count, rng=rng, balance=balance)
@@ -67,20 +82,29 @@ def draw_features(task: str, balance: str, n: int, count: int, seed: int):
             batch.targets.numpy(),
             STABILITY_FEATURES,
         )
-    batch = routh_batch(n, count, rng=rng, balance=balance)
+    batch = routh_batch(n, count, rng=rng, balance=balance, encoding="coefficients")
+    view = "magnitudes" if view == "cheap" else view
+    prefix = {"magnitudes": "abs", "log": "log_abs", "normalised": "scaled"}[view]
     names = tuple(f"sign_c{k}" for k in range(1, n + 1)) + tuple(
-        f"abs_c{k}" for k in range(1, n + 1)
+        f"{prefix}_c{k}" for k in range(1, n + 1)
     )
-    return routh_features(batch.inputs.numpy()), batch.targets.numpy(), names
+    return routh_features(batch.inputs.numpy(), view), batch.targets.numpy(), names
 
 
 def shortcut_accuracies(
-    task: str, balance: str, n: int, *, train: int = 4000, test: int = 2000, seed: int = 0
+    task: str,
+    balance: str,
+    n: int,
+    *,
+    train: int = 4000,
+    test: int = 2000,
+    seed: int = 0,
+    view: str = "cheap",
 ) -> dict:
     """Test accuracy of a logistic regression, a depth-3 tree and the best single-feature
     stump on cheap features; training and test examples come from separate draws."""
-    x_train, y_train, names = draw_features(task, balance, n, train, seed)
-    x_test, y_test, _ = draw_features(task, balance, n, test, seed + 1)
+    x_train, y_train, names = draw_features(task, balance, n, train, seed, view)
+    x_test, y_test, _ = draw_features(task, balance, n, test, seed + 1, view)
     logistic = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
     tree = DecisionTreeClassifier(max_depth=3, random_state=0)
     stumps = [
@@ -93,12 +117,22 @@ def shortcut_accuracies(
     return {
         "task": task,
         "balance": balance,
+        "features": _VIEW_NAMES[task if view == "cheap" else view],
         "n": n,
         "logistic": logistic.fit(x_train, y_train).score(x_test, y_test),
         "tree": tree.fit(x_train, y_train).score(x_test, y_test),
         "best_feature": names[best],
         "best_stump": stumps[best],
     }
+
+
+_VIEW_NAMES = {
+    "stability": "cheap matrix features",
+    "routh": "signs, magnitudes",
+    "magnitudes": "signs, magnitudes",
+    "log": "signs, log10 magnitudes (the network's input)",
+    "normalised": "signs, scale-normalised magnitudes",
+}
 
 
 HEADER = """# Shortcuts in the linear-system streams
@@ -115,20 +149,29 @@ chance (every batch is 50/50).
   ensemble A = G/√n − s_n·I, kept as named options. At n = 2 no ensemble can hide the
   label from these features: a 2×2 matrix is stable exactly when its trace is negative and
   its determinant positive, so n = 2 measures whether a learner finds the trace's sign.
-* Routh has no matched ensemble yet: "all coefficients positive" (necessary for stability)
-  still predicts most labels there.
+* routh `matched` (the default, n ≥ 3; `ponderlife/tasks/spectra.py`): every coefficient
+  of every example is positive, so "all coefficients positive" (necessary for stability,
+  and the shortcut of the Gaussian ensembles: sign_c stumps) says nothing. Two more views
+  of it are measured. The network's input, log10 magnitudes: at n = 3 the Hurwitz
+  condition c₁c₂ > c₃ is *linear* in log-magnitudes, so the logistic regression there is
+  the task itself, not a shortcut; from n = 4 on the conditions are not linear and it
+  falls towards chance. Scale-normalised magnitudes c_k / g^k: the depth-3 tree finds
+  part of c₁c₂ > c₃ (a Hurwitz condition) at n = 3 and 4.
+* At n = 2 positive coefficients are equivalent to stability, so no Routh ensemble can
+  hide the label: the matched ensemble refuses n = 2 and the study's streams start at 3.
 
 """
 
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| task | balance | n | logistic | depth-3 tree | best single feature (stump) |",
-        "|---|---|---|---|---|---|",
+        "| task | balance | features | n | logistic | depth-3 tree | best single feature (stump) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['task']} | {row['balance']} | {row['n']} | {row['logistic']:.2f} | "
+            f"| {row['task']} | {row['balance']} | {row['features']} | {row['n']} | "
+            f"{row['logistic']:.2f} | "
             f"{row['tree']:.2f} | {row['best_feature']} {row['best_stump']:.2f} |"
         )
     return "\n".join(lines)
@@ -146,12 +189,22 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for task, balances in GENERATORS.items():
         for balance in balances:
-            for n in args.dimensions:
-                row = shortcut_accuracies(
-                    task, balance, n, train=args.train, test=args.test, seed=args.seed
-                )
-                rows.append(row)
-                print(table([row]).splitlines()[-1], flush=True)
+            views = ROUTH_VIEWS if (task, balance) == ("routh", "matched") else ("cheap",)
+            for view in views:
+                for n in args.dimensions:
+                    if (task, balance, n) == ("routh", "matched", 2):
+                        continue  # refused: positive coefficients decide degree 2
+                    row = shortcut_accuracies(
+                        task,
+                        balance,
+                        n,
+                        train=args.train,
+                        test=args.test,
+                        seed=args.seed,
+                        view=view,
+                    )
+                    rows.append(row)
+                    print(table([row]).splitlines()[-1], flush=True)
     text = table(rows)
     command = (
         f"python -m experiments.benchmarks.shortcuts --dimensions "

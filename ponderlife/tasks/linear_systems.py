@@ -11,9 +11,12 @@ dimension n is the difficulty dial:
   diagonal. The shifted-Gaussian ensemble A = G/√n − s_n·I (G standard Gaussian, s_n =
   :func:`stability_shift` the median of max Re λ(G/√n)) remains as the ``balance`` modes
   "label", "trace" and "none". The input is A itself.
-* ``"routh"`` (F1b): the same question and the same A, but the input is the characteristic
-  polynomial's coefficients, which the Routh–Hurwitz test decides in about n elimination
-  steps.
+* ``"routh"`` (F1b): the same question asked of a polynomial's coefficients, which the
+  Routh–Hurwitz test decides in about n elimination steps. By default the polynomials are
+  matched pairs (:func:`~ponderlife.tasks.spectra.matched_polynomials`) whose
+  coefficients are all positive, so that only the Hurwitz conditions separate the classes;
+  the ``balance`` modes "label", "trace" and "none" take the characteristic polynomial of
+  A from the shifted-Gaussian ensemble.
 * ``"controllability"`` (F2): is the pair (A, B) controllable, i.e. is the Kalman matrix
   [B, AB, …, A^{n−1}B] of rank n? Entries of A (n×n) and B (n×m) lie in {−1, 0, 1}; the
   rank is computed exactly (modulo a large prime, :func:`kalman_rank`).
@@ -42,11 +45,18 @@ import torch
 from torch import Tensor
 
 from ponderlife._checks import check_choice, check_int, check_range
-from ponderlife.tasks.spectra import matched_matrices, matched_spectra
+from ponderlife.tasks.spectra import (
+    matched_matrices,
+    matched_polynomials,
+    matched_root_sets,
+    matched_spectra,
+    polynomial_from_roots,
+)
 
 SYSTEM_TASKS: tuple[str, ...] = ("stability", "routh", "controllability")
 STABILITY_BALANCES: tuple[str, ...] = ("matched", "label", "trace", "none")
-ROUTH_BALANCES: tuple[str, ...] = ("label", "trace", "none")
+ROUTH_BALANCES: tuple[str, ...] = ("matched", "label", "trace", "none")
+ROUTH_ENCODINGS: tuple[str, ...] = ("log", "coefficients")
 CONTROLLABILITY_BALANCES: tuple[str, ...] = ("label", "none")
 ENCODINGS: tuple[str, ...] = ("matrix", "tokens")
 
@@ -385,6 +395,29 @@ def _matched_systems(
     matched pairs, shuffled."""
     if n < 2:
         raise ValueError("balance='matched' needs n >= 2 (a 1×1 system is its eigenvalue)")
+    return _matched_pairs(
+        lambda k: matched_matrices(n, k, rng=rng, offset=offset),
+        batch_size,
+        rng=rng,
+        what=f"matched pairs at n={n}, shift_offset={offset:g}",
+        why=(
+            "the construction (every eigenvalue but the leading block left of −margin, "
+            "trace −n·(U(0.3, 0.9) + shift_offset))"
+        ),
+    )
+
+
+def _matched_pairs(
+    propose: Callable[[int], dict[str, np.ndarray]],
+    batch_size: int,
+    *,
+    rng: np.random.Generator,
+    what: str,
+    why: str,
+) -> dict[str, np.ndarray]:
+    """Twins from ``propose(k)`` (up to k pairs, twins adjacent, unstable first) until
+    ``batch_size − batch_size // 2`` pairs are kept; the last stable twin is dropped when
+    ``batch_size`` is odd; shuffled."""
     pairs = batch_size - batch_size // 2
     kept: list[dict[str, np.ndarray]] = []
     have, proposed = 0, 0
@@ -392,13 +425,11 @@ def _matched_systems(
     while have < pairs:
         if proposed >= max_proposals:
             raise RuntimeError(
-                f"could not draw {pairs} matched pairs after {proposed} proposals at n={n}, "
-                f"shift_offset={offset:g}: the construction (every eigenvalue but the "
-                "leading block left of −margin, trace −n·(U(0.3, 0.9) + shift_offset)) "
-                "is (almost) impossible there"
+                f"could not draw {pairs} {what} after {proposed} proposals: {why} is "
+                "(almost) impossible there"
             )
         chunk = max(64, 2 * (pairs - have))
-        drawn = matched_matrices(n, chunk, rng=rng, offset=offset)
+        drawn = propose(chunk)
         proposed += chunk
         kept.append(drawn)
         have += drawn["label"].size // 2
@@ -519,52 +550,107 @@ def stability_batch(
     return _system_batch(inputs, drawn["label"], n, drawn["margin"])
 
 
-def _polynomial_from_roots(roots: np.ndarray) -> np.ndarray:
-    """Monic polynomial coefficients (B, k + 1), highest power first, of roots (B, k)."""
-    coefficients = np.zeros((roots.shape[0], roots.shape[1] + 1), dtype=np.complex128)
-    coefficients[:, 0] = 1.0
-    for j in range(roots.shape[1]):
-        shifted = coefficients[:, :-1] * roots[:, j : j + 1]
-        coefficients[:, 1:] = coefficients[:, 1:] - shifted
-    return coefficients.real  # roots come in conjugate pairs
-
-
 def routh_batch(
     n: int,
     batch_size: int,
     *,
     rng: np.random.Generator,
     n_max: int | None = None,
-    balance: str = "label",
+    balance: str = "matched",
+    encoding: str = "log",
     trace_bins: int = 4,
     shift_offset: float = 0.0,
 ) -> SystemBatch:
-    """A batch of the Routh–Hurwitz task (F1b): stability of A from its characteristic
-    polynomial.
+    """A batch of the Routh–Hurwitz task (F1b): is the monic polynomial
+    s^{n_max} + c_1 s^{n_max−1} + … + c_{n_max} Hurwitz stable (every root in Re s < 0)?
 
-    A is drawn and balanced as in :func:`stability_batch` (``shift_offset`` too) from the
-    shifted-Gaussian ensemble: ``balance`` is ``"label"``, ``"trace"`` or ``"none"``
-    (the matched ensemble is not offered for polynomials yet). Known shortcut: "all
-    coefficients positive", necessary for stability, predicts the label for 0.93–0.98 of
-    these examples; see ``docs/shortcuts.md``.
-    The inputs are float32 (B, n_max): the coefficients c_1 … c_{n_max} of
-    det(sI − A)·(s + 3)^(n_max − n) = s^{n_max} + c_1 s^{n_max−1} + … + c_{n_max}
-    (computed from the eigenvalues, like
-    ``np.poly``); the padding factor adds only the stable root −3, so the label is kept.
-    Note c_1 = −tr(A) (plus 3(n_max − n)), so ``balance="trace"`` matters here too. The
-    coefficients grow quickly with n_max (up to about 3^{n_max − n}·binomial factors); scale
-    them before feeding a network if n_max is large. ``margin`` is |max Re λ(A)|.
+    ``balance``:
+
+    * ``"matched"`` (default; n ≥ 3): matched pairs of polynomials
+      (:func:`~ponderlife.tasks.spectra.matched_polynomials`): every coefficient of every
+      example is positive, so the necessary condition "all coefficients positive" says
+      nothing and only the Hurwitz determinants separate the classes; root magnitudes
+      spread over decades and each polynomial has its own scale, so that the coefficients'
+      signs and magnitudes predict the label no better than 0.56 at n = 3…8
+      (``docs/shortcuts.md``). Exactly ``batch_size // 2`` stable examples. The padding
+      root is −g, g the geometric mean of the root magnitudes. ``shift_offset`` moves the
+      log-magnitudes of the roots other than the leading pair (drift); ``margin`` is the
+      scale-free |max Re λ| / g. At n = 3 the Hurwitz condition c₁c₂ > c₃ is linear in
+      log-magnitudes, so a linear model on the ``"log"`` encoding learns the task itself.
+    * ``"label"``, ``"trace"``, ``"none"``: A is drawn as in :func:`stability_batch` from
+      the shifted-Gaussian ensemble (``shift_offset`` too) and the input is its
+      characteristic polynomial det(sI − A)·(s + 3)^(n_max − n) (the padding root −3 is
+      stable). Known shortcut: "all coefficients positive" predicts 0.93–0.98 of the
+      labels here; ``margin`` is |max Re λ(A)|.
+
+    ``encoding``:
+
+    * ``"log"`` (default): float32 (B, 2·n_max), the signs of c_1 … c_{n_max} then
+      log10 |c_k| (clipped to [−30, 30]): comparable magnitudes whatever the degree and
+      scale (raw coefficients reach 10^10 and more);
+    * ``"coefficients"``: float32 (B, n_max), the raw coefficients.
     """
     n_max = _check_sizes(n, batch_size, n_max)
     check_choice("balance", balance, ROUTH_BALANCES)
+    check_choice("encoding", encoding, ROUTH_ENCODINGS)
+    check_int("trace_bins", trace_bins, 1)
     rng = _check_rng(rng)
-    drawn = _stable_systems(
-        n, batch_size, rng=rng, balance=balance, trace_bins=trace_bins, shift_offset=shift_offset
-    )
-    pad = np.full((batch_size, n_max - n), _PAD_EIGENVALUE, dtype=np.complex128)
-    coefficients = _polynomial_from_roots(np.concatenate([drawn["eig"], pad], axis=1))
-    inputs = torch.from_numpy(coefficients[:, 1:].astype(np.float32))
+    if balance == "matched":
+        check_range("shift_offset", shift_offset, -10.0, 10.0)
+        if n < 3:
+            raise ValueError(
+                f"routh balance='matched' needs n >= 3, got n={n}: up to degree 2 a "
+                "polynomial with all coefficients positive is stable, so an unstable twin "
+                "cannot match it (use balance='label' to study n = 2)"
+            )
+        drawn = _matched_pairs(
+            lambda k: matched_polynomials(n, k, rng=rng, offset=shift_offset, n_max=n_max),
+            batch_size,
+            rng=rng,
+            what=f"matched polynomial pairs at n={n}, shift_offset={shift_offset:g}",
+            why="an unstable twin with every coefficient positive and every root magnitude "
+            "within [1e-3, 1e3]",
+        )
+        coefficients = drawn["coefficients"]
+    else:
+        drawn = _stable_systems(
+            n,
+            batch_size,
+            rng=rng,
+            balance=balance,
+            trace_bins=trace_bins,
+            shift_offset=shift_offset,
+        )
+        pad = np.full((batch_size, n_max - n), _PAD_EIGENVALUE, dtype=np.complex128)
+        coefficients = polynomial_from_roots(np.concatenate([drawn["eig"], pad], axis=1))[:, 1:]
+    if encoding == "log":
+        magnitude = np.log10(np.maximum(np.abs(coefficients), 1e-30))
+        inputs = np.concatenate([np.sign(coefficients), np.clip(magnitude, -30, 30)], axis=1)
+    else:
+        inputs = coefficients
+    inputs = torch.from_numpy(inputs.astype(np.float32))
     return _system_batch(inputs, drawn["label"], n, drawn["margin"])
+
+
+@functools.lru_cache(maxsize=4096)
+def _matched_polynomial_acceptance(n: int, offset: float) -> float:
+    proposed = matched_root_sets(n, 4000, rng=np.random.default_rng(2), offset=offset)
+    return float(proposed["valid"].mean())
+
+
+def routh_feasibility(
+    n: int, *, balance: str = "matched", shift_offset: float = 0.0, trace_bins: int = 4
+) -> float:
+    """The probability per draw of the rarest thing the Routh generator must draw: for
+    ``"matched"`` the acceptance rate of pair proposals (the unstable twin keeps every
+    coefficient positive), otherwise as :func:`stability_feasibility`."""
+    check_int("n", n, 1)
+    check_choice("balance", balance, ROUTH_BALANCES)
+    if balance != "matched":
+        return stability_feasibility(
+            n, balance=balance, shift_offset=shift_offset, trace_bins=trace_bins
+        )
+    return _matched_polynomial_acceptance(n, round(float(shift_offset), 6)) if n >= 3 else 0.0
 
 
 def _system_batch(inputs: Tensor, label: np.ndarray, n: int, margin: np.ndarray) -> SystemBatch:

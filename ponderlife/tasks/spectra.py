@@ -1,4 +1,5 @@
-"""The matched spectral ensemble: stable and unstable systems that look alike to cheap features.
+"""The matched ensembles: stable and unstable systems (and polynomials) that look alike to
+cheap features.
 
 In the shifted-Gaussian ensemble of :func:`~ponderlife.tasks.stability_batch` a learner can
 predict stability without looking at the spectrum: a stable matrix always has a negative
@@ -32,6 +33,10 @@ At n = 2 nothing can be matched: a 2×2 matrix is stable exactly when its trace 
 and its determinant positive, so with the determinant sign fixed the trace decides the
 label. The pairs are still drawn (both twins have (−1)ⁿ·det > 0) but their traces differ;
 n = 2 measures whether a learner finds the sign of the trace.
+
+The Routh task's polynomials are matched the same way (:func:`matched_polynomials`, at
+the end of this module): twins share every root but the sign of a leading complex pair, and
+every coefficient is positive in both classes.
 """
 
 from __future__ import annotations
@@ -197,3 +202,119 @@ def matched_matrices(
     intended = np.tile([False, True], k)
     agree = (label == intended).reshape(k, 2).all(axis=1).repeat(2)
     return {"a": a[agree], "eig": eig[agree], "label": label[agree], "margin": np.abs(top)[agree]}
+
+
+# ---- matched polynomials (the Routh task) -----------------------------------------------
+#
+# A polynomial with all coefficients positive can still be unstable, but only through a
+# complex pair of roots in the right half-plane (a real positive root would make some
+# coefficient negative). So every pair here shares a leading complex pair ρ₀·(±m ± iω) and
+# the same other roots, and the unstable twin is kept only when its coefficients are all
+# positive, like the stable twin's. Three things keep the coefficients from telling the
+# classes apart: the relative margin m is small, the roots' magnitudes spread over decades
+# (so that c_k c_{k+1} against c_{k-1} c_{k+2}, where the label lives, varies along the
+# stability boundary far more than across it), and each polynomial gets its own overall
+# scale σ (the label is invariant under s → s/σ, which maps c_k to σᵏ c_k).
+
+POLYNOMIAL_MARGIN_RANGE = (0.01, 0.1)  # m: real part of the leading pair over ρ₀
+ROOT_SPREAD = 2.0  # log ρ of every root block ~ U(−2, 2) (the others' shifted by offset)
+SCALE_RANGE = (0.1, 10.0)  # σ, log-uniform per polynomial
+ROOT_LIMIT = 1e3  # proposals with a root magnitude outside [1/ROOT_LIMIT, ROOT_LIMIT] are
+#   dropped, so that the coefficients stay inside float32 (this is what bounds the drift)
+
+
+def polynomial_from_roots(roots: np.ndarray) -> np.ndarray:
+    """Monic coefficients (..., k + 1), highest power first, of roots (..., k) closed under
+    conjugation (the real part is returned)."""
+    coefficients = np.zeros((*roots.shape[:-1], roots.shape[-1] + 1), dtype=np.complex128)
+    coefficients[..., 0] = 1.0
+    for j in range(roots.shape[-1]):
+        shifted = coefficients[..., :-1] * roots[..., j : j + 1]
+        coefficients[..., 1:] = coefficients[..., 1:] - shifted
+    return coefficients.real
+
+
+def polynomial_roots(coefficients: np.ndarray) -> np.ndarray:
+    """Roots (B, k) of monic polynomials given as (B, k + 1) coefficients, highest power
+    first: eigenvalues of the companion matrices, in float64."""
+    c = np.asarray(coefficients, dtype=np.float64)
+    count, k = c.shape[0], c.shape[1] - 1
+    companion = np.zeros((count, k, k))
+    companion[:, 0, :] = -c[:, 1:] / c[:, :1]
+    companion[:, np.arange(1, k), np.arange(k - 1)] = 1.0
+    return np.linalg.eigvals(companion) if count else np.zeros((0, k), dtype=np.complex128)
+
+
+def matched_root_sets(
+    n: int, pairs: int, *, rng: np.random.Generator, offset: float = 0.0
+) -> dict[str, np.ndarray]:
+    """Propose ``pairs`` twin root sets of degree n ≥ 2 (index 0 unstable, 1 stable).
+
+    Returns ``roots`` (2, pairs, n) complex, ``valid`` (pairs,): whether the unstable
+    twin's coefficients are all positive (the stable twin's always are), and ``margin``
+    (pairs,) the relative margin m. ``offset`` shifts the log-magnitudes of the roots other
+    than the leading pair (offset > 0 moves them away from the origin)."""
+    margin = rng.uniform(*POLYNOMIAL_MARGIN_RANGE, pairs)
+    lead_omega = rng.uniform(*FREQUENCY_RANGE, pairs)
+    lead_scale = np.exp(rng.uniform(-ROOT_SPREAD, ROOT_SPREAD, pairs))
+    slots = n - 2
+    scale = np.exp(rng.uniform(-ROOT_SPREAD, ROOT_SPREAD, (pairs, slots)) + offset)
+    real = -(rng.exponential(1.0, (pairs, slots)) + 0.05 + margin[:, None]) * scale
+    omega = rng.uniform(*FREQUENCY_RANGE, (pairs, slots)) * scale
+    rest = real.astype(np.complex128)
+    paired = rng.random((pairs, slots)) < 0.5
+    for i in range(0, slots - 1, 2):
+        both = paired[:, i]
+        rest[both, i] = real[both, i] + 1j * omega[both, i]
+        rest[both, i + 1] = real[both, i] - 1j * omega[both, i]
+    roots = np.empty((2, pairs, n), dtype=np.complex128)
+    for twin, sign in ((0, 1.0), (1, -1.0)):
+        lead = (sign * margin + 1j * lead_omega) * lead_scale
+        roots[twin, :, 0], roots[twin, :, 1] = lead, lead.conj()
+        roots[twin, :, 2:] = rest
+    magnitude = np.abs(roots[0])
+    valid = np.all(polynomial_from_roots(roots[0])[:, 1:] > 0, axis=1)
+    valid &= np.all((magnitude <= ROOT_LIMIT) & (magnitude >= 1 / ROOT_LIMIT), axis=1)
+    return {"roots": roots, "valid": valid, "margin": margin}
+
+
+def matched_polynomials(
+    n: int,
+    pairs: int,
+    *,
+    rng: np.random.Generator,
+    offset: float = 0.0,
+    n_max: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Up to ``pairs`` matched pairs of monic polynomials of degree n ≥ 2, both twins of
+    every kept pair, adjacent (unstable first).
+
+    Each polynomial is scaled by its own σ (roots σ·λ) and padded to degree ``n_max`` with
+    the stable root −g (g = |c_n|^{1/n}, the geometric mean of its root magnitudes).
+    Returns ``coefficients`` (2k, n_max) c_1 … c_{n_max} (float64 holding float32 values,
+    what the learner sees), ``label`` (2k,) bool (stable), recomputed from the roots of
+    those float32 coefficients (pairs that disagree with the construction are dropped), and
+    ``margin`` (2k,) the scale-free distance from the boundary |max Re λ| / g.
+    """
+    n_max = n if n_max is None else n_max
+    proposed = matched_root_sets(n, pairs, rng=rng, offset=offset)
+    keep = np.flatnonzero(proposed["valid"])
+    k = keep.size
+    roots = proposed["roots"][:, keep].transpose(1, 0, 2).reshape(2 * k, n)
+    sigma = np.exp(rng.uniform(*np.log(SCALE_RANGE), 2 * k))
+    roots = roots * sigma[:, None]
+    geometric = np.exp(np.log(np.abs(roots)).mean(axis=1))
+    padding = np.repeat(-geometric[:, None], n_max - n, axis=1)
+    full = polynomial_from_roots(np.concatenate([roots, padding], axis=1))
+    with np.errstate(over="ignore"):
+        full = full.astype(np.float32).astype(np.float64)
+    finite = np.where(np.isfinite(full), full, 1.0)
+    top = polynomial_roots(finite).real.max(axis=-1) if k else np.zeros(0)
+    label = top < 0
+    agree = (label == np.tile([False, True], k)) & np.isfinite(full).all(axis=1)
+    agree = agree.reshape(k, 2).all(axis=1).repeat(2)
+    return {
+        "coefficients": full[agree, 1:],
+        "label": label[agree],
+        "margin": (np.abs(top) / np.maximum(geometric, 1e-300))[agree],
+    }
