@@ -37,7 +37,13 @@ from ponderlife.steps import (
     StepOutput,
     TransformerStep,
 )
-from ponderlife.units import ParamSlice, UnitLayer, find_unit_layers
+from ponderlife.units import (
+    ParamSlice,
+    UnitLayer,
+    find_unit_layers,
+    trace_unit_layers,
+    unit_layer,
+)
 
 __all__ = [
     "ACT",
@@ -72,4 +78,6 @@ __all__ = [
     "ponder_step_weights",
     "reach_probabilities",
     "reset_optimizer_state",
+    "trace_unit_layers",
+    "unit_layer",
 ]

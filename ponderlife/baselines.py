@@ -26,7 +26,7 @@ gradient step of ``penalty()`` with learning rate 1. Defaults are the references
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -91,8 +91,25 @@ class L2Init:
 
     def __init__(self, model: nn.Module, *, strength: float = 1e-2):
         self.strength = check_range("strength", strength, 0.0, 1.0)
-        self.params = _parameters(model)
+        named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        self.names = [name for name, _ in named]
+        self.params = [p for _, p in named]
         self.initial = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def carry_from(self, other: L2Init, *, same_units: bool = True) -> None:
+        """Keep ``other``'s θ₀ for the parameters of the same name (this object was built on
+        a model that changed: a head that grew, or a model replaced by another, e.g. GDumb's
+        fresh copy of the initial model, whose θ₀ is the same either way). A parameter with
+        more rows than its θ₀ (a grown classifier) keeps θ₀ for the old rows and takes its
+        new rows' current values; a new or reshaped parameter starts from its current
+        value."""
+        initial = dict(zip(other.names, other.initial, strict=True))
+        for index, (name, p) in enumerate(zip(self.names, self.params, strict=True)):
+            old = initial.get(name)
+            if old is None or old.shape[1:] != p.shape[1:] or old.shape[0] > p.shape[0]:
+                continue
+            self.initial[index] = torch.cat([old.to(p.device), p.detach()[old.shape[0] :]])
 
     @torch.no_grad()
     def step(self) -> None:
@@ -117,7 +134,16 @@ class L2Init:
         return {"initial": [p.clone() for p in self.initial]}
 
     def load_state_dict(self, state: dict) -> None:
-        self.initial = [p.clone() for p in state["initial"]]
+        initial = list(state["initial"])
+        if len(initial) != len(self.params) or any(
+            p0.shape != p.shape for p0, p in zip(initial, self.params, strict=True)
+        ):
+            raise ValueError(
+                f"L2Init state holds θ₀ for {len(initial)} tensors of shapes "
+                f"{[tuple(p.shape) for p in initial]}, not for this model's "
+                f"{[tuple(p.shape) for p in self.params]}"
+            )
+        self.initial = [p.clone() for p in initial]
 
 
 class ReDo:
@@ -143,7 +169,7 @@ class ReDo:
         tau: float = 0.1,
         every: int = 1000,
         init: str = "default",
-        units: Sequence[UnitLayer] | None = None,
+        units: Sequence[UnitLayer] | Callable[[nn.Module], Sequence[UnitLayer]] | None = None,
         generator: torch.Generator | None = None,
     ):
         self.tau = check_range("tau", tau, 0.0)
@@ -165,8 +191,13 @@ class ReDo:
         for layer in self.layers:
             records = self.recorder.pop(layer.name)
             recycled[layer.name] = 0
-            if self.steps % self.every or not records:
+            if self.steps % self.every:
                 continue
+            if not records:
+                raise RuntimeError(
+                    f"no training forward recorded for unit layer {layer.name!r} since the "
+                    "last step(); call step() once after each optimizer.step()"
+                )
             samples, weights = recorded_samples(layer, records, step_weights)
             magnitude = sample_average(samples.abs(), weights).mean(-1)
             units = torch.nonzero(dormancy_scores(magnitude) <= self.tau).flatten()
@@ -180,6 +211,13 @@ class ReDo:
 
     def remove(self) -> None:
         self.recorder.remove()
+
+    def carry_from(self, other: ReDo, *, same_units: bool = True) -> None:
+        """Continue ``other``'s run on this object's layers (rebuilt after the model
+        changed): the step count and the recycled counts of layers of the same name."""
+        self.steps = other.steps
+        for name in self.replaced:
+            self.replaced[name] = other.replaced.get(name, 0)
 
     def state_dict(self) -> dict:
         return {"steps": self.steps, "replaced": dict(self.replaced)}

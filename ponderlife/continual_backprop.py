@@ -41,7 +41,7 @@ tensor's scalar step count, ≈3.2× larger late in training (see :mod:`ponderli
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -94,7 +94,8 @@ class ContinualBackprop(nn.Module):
             initialisation, U(±1/√fan_in), U(±1/√hidden) for RNN cells) or ``"kaiming"``
             (He normal, for ReLU).
         bias_transfer: move a removed unit's mean contribution into consumers' biases.
-        units: explicit unit layers, for architectures discovery does not cover.
+        units: explicit unit layers (or a function of the model returning them), for
+            architectures discovery does not cover.
         generator: RNG for new weights (default: torch's global RNG).
     """
 
@@ -109,7 +110,7 @@ class ContinualBackprop(nn.Module):
         utility: str = "contribution",
         init: str = "default",
         bias_transfer: bool = True,
-        units: Sequence[UnitLayer] | None = None,
+        units: Sequence[UnitLayer] | Callable[[nn.Module], Sequence[UnitLayer]] | None = None,
         generator: torch.Generator | None = None,
     ):
         super().__init__()
@@ -134,6 +135,27 @@ class ContinualBackprop(nn.Module):
     def remove(self) -> None:
         """Detach the recording hooks from the model."""
         self.recorder.remove()
+
+    @torch.no_grad()
+    def carry_from(self, other: ContinualBackprop, *, same_units: bool = True) -> None:
+        """Continue ``other``'s run on this object's layers (rebuilt after the model changed).
+
+        Per layer of the same name and size: the replacement count always carries over;
+        utilities, means, ages and the accumulator only when ``same_units`` (the units are
+        the ones ``other`` tracked, e.g. only a consumer head grew). A model replaced by a
+        fresh one (``same_units=False``) starts its units at age 0.
+        """
+        previous = dict(other.states.items())
+        for layer in self.layers:
+            key = self._key(layer.name)
+            old = previous.get(key)
+            if old is None or old.utility.shape != self.states[key].utility.shape:
+                continue
+            state = self.states[key]
+            state.replaced.copy_(old.replaced)
+            if same_units:
+                for name in ("utility", "mean", "age", "accumulator"):
+                    getattr(state, name).copy_(getattr(old, name))
 
     @property
     def replacements(self) -> dict[str, int]:

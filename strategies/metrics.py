@@ -216,9 +216,10 @@ class PlasticityMetrics(PluginMetric[dict]):
 
     The probe batch is the first ``probe_size`` training samples of the experience, drawn
     once per experience. Hidden activations are those of the unit layers continual backprop
-    manages (:func:`ponderlife.find_unit_layers`, or ``units``); for a pondering model the
-    activations of every computed step are stacked as rows. The probe forward runs in
-    evaluation mode under a forked RNG, so it changes neither the model nor the stream.
+    manages (:func:`ponderlife.find_unit_layers`, tracing the probe batch, or ``units``);
+    for a pondering model the activations of every computed step are stacked as rows. The
+    probe forward runs in evaluation mode under a forked RNG, so it changes neither the
+    model nor the stream.
 
     A unit is *dead* when it is zero on every probe row and *dormant* when it is nonzero
     on fewer than ``dormant_threshold`` of the probe rows (the reference's 1%; rows are
@@ -287,7 +288,7 @@ class PlasticityMetrics(PluginMetric[dict]):
             x = torch.stack([dataset[i][0] for i in range(size)])
         x = x.to(strategy.device)
         try:
-            layers = self.units if self.units is not None else find_unit_layers(model)
+            layers = self.units if self.units is not None else find_unit_layers(model, (x,))
         except ValueError:
             return {}
         recorder = ActivationRecorder(layers, training_only=False)

@@ -1,11 +1,10 @@
 """Avalanche plugins over the plasticity core: a few lines per callback, no maths.
 
-Each plugin builds its :mod:`ponderlife` object from the strategy's model and optimizer the
-first time training starts (so it can be created before the strategy, like any Avalanche
-plugin) and hands off to it:
+Each plugin builds its :mod:`ponderlife` object (its *core*) from the strategy's model and
+optimizer and hands off to it:
 
-* :class:`ContinualBackpropPlugin` — :class:`ponderlife.ContinualBackprop`; records during
-  training forwards only and calls ``step()`` in ``after_update``;
+* :class:`ContinualBackpropPlugin` — :class:`ponderlife.ContinualBackprop`, stepped in
+  ``after_update``;
 * :class:`L2Plugin`, :class:`ShrinkPerturbPlugin`, :class:`L2InitPlugin`,
   :class:`ReDoPlugin` — the per-update baselines of :mod:`ponderlife.baselines`;
 * :class:`HeadResetPlugin`, :class:`FullResetPlugin` — resets at experience boundaries.
@@ -13,10 +12,32 @@ plugin) and hands off to it:
 UPGD is an optimizer: pass ``ponderlife.baselines.UPGD(model.parameters(), ...)`` as the
 strategy's optimizer; no plugin is needed.
 
+**Following the strategy.** Strategies change the model under a plugin: GDumb replaces it
+with a fresh copy before every experience, ``IncrementalClassifier`` and
+``MultiHeadClassifier`` heads are replaced by larger ones, Avalanche rebuilds the
+optimizer's parameter groups. So every plugin binds to ``strategy.model`` and
+``strategy.optimizer`` again at every experience (and after an evaluation, which may adapt
+the model), just before the first training forward; the per-update plugins act on the
+live parameters from then on. What a core has learned carries over by layer or parameter
+name (:meth:`~ponderlife.ContinualBackprop.carry_from`): all of it while the model is the
+same object, only the counts when the model was replaced by a fresh one.
+
+**Finding units.** Continual backprop and ReDo find the units by tracing the model on the
+first training batch (:func:`ponderlife.units.trace_unit_layers`), so chains across
+submodules (Avalanche's ``SimpleMLP``, ``SimpleCNN``, multi-head classifiers) are found;
+``units=`` (a list, or a function of the model for strategies that replace it) overrides.
+
+**What counts as an update's activations.** Every forward of the model between
+``before_forward`` and ``after_update``, whatever mode its modules are in (RWalk, LFL and
+CWR* train with modules in eval mode), concatenated along the batch when there are several
+(ER-ACE, ER-AML and MIR forward a replay batch separately). Forwards elsewhere (an
+evaluation, EWC's importance pass, RWalk's own pass before the iteration) are not
+recorded. A strategy that never calls ``before_forward``/``after_update`` (Avalanche's
+meta-learning templates, e.g. MER) is refused at the start of training, and an iteration
+that ends without an update is an error, so no plugin ever does nothing silently.
+
 Weights are always changed in place, never by swapping ``nn.Parameter`` objects (Avalanche
-matches optimizer state by parameter identity), and the optimizer is looked up from the
-strategy at every experience, so Avalanche replacing its state wholesale at the first
-experience (or a user passing ``reset_optimizer_state=True``) is harmless.
+matches optimizer state by parameter identity).
 """
 
 from __future__ import annotations
@@ -26,11 +47,14 @@ from collections.abc import Callable
 from typing import Any
 
 from avalanche.core import SupervisedPlugin
+from avalanche.models import MultiTaskModule
+from avalanche.training.templates import SupervisedMetaLearningTemplate
 from torch import Tensor, nn
 
 from ponderlife import ContinualBackprop
 from ponderlife.baselines import L2, FullReset, HeadReset, L2Init, ReDo, ShrinkPerturb
 from ponderlife.checkpoint import non_finite_parameters
+from ponderlife.units import resolve_unit_layers
 
 __all__ = [
     "ContinualBackpropPlugin",
@@ -43,6 +67,10 @@ __all__ = [
     "ShrinkPerturbPlugin",
     "step_weights",
 ]
+
+# Samples of the first training batch traced to find the units (a few: cheap, and the
+# batch-norm layers in eval mode do not need many).
+_TRACE_SAMPLES = 4
 
 
 def step_weights(strategy) -> Tensor | None:
@@ -58,42 +86,156 @@ def _probe_network() -> nn.Module:
     return nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 1))
 
 
-class _CorePlugin(SupervisedPlugin):
-    """Builds ``self.core`` on first use from ``factory(model, optimizer)``."""
+def _example(strategy) -> tuple | None:
+    """The first few samples of the current training batch, as the model's positional
+    arguments (with task labels for a multi-task model, as Avalanche calls it); None
+    outside a training iteration."""
+    if getattr(strategy, "mbatch", None) is None:
+        return None
+    x = strategy.mb_x[:_TRACE_SAMPLES]
+    if isinstance(strategy.model, MultiTaskModule):
+        return x, strategy.mb_task_id[:_TRACE_SAMPLES]
+    return (x,)
 
-    def __init__(self, factory: Callable[[nn.Module, Any], Any]):
+
+class _CorePlugin(SupervisedPlugin):
+    """Binds ``self.core = factory(model, optimizer, example)`` to the strategy's current
+    model and optimizer before the first training forward of every experience."""
+
+    def __init__(self, factory: Callable[[nn.Module, Any, Any], Any]):
         super().__init__()
         self._factory = factory
         self.core: Any = None
+        self._model: nn.Module | None = None
+        self._stale = True
+        self._pending: dict | None = None  # state loaded before a core existed
+        self._updated = True
 
-    def build(self, strategy) -> None:
-        """Create the core object for ``strategy`` (once; training does it on first use)."""
-        if self.core is None:
-            self.core = self._factory(strategy.model, strategy.optimizer)
+    def build(self, strategy, example: Any = None) -> None:
+        """Bind to ``strategy.model`` now if not bound to it yet (training does it before
+        the first forward of each experience); checkpointing and the experiments call it
+        early so that a bad setting fails before any training."""
+        if self.core is None or strategy.model is not self._model:
+            self._bind(strategy, example)
 
-    def before_training(self, strategy, *args, **kwargs):
-        self.build(strategy)
+    def _bind(self, strategy, example: Any = None) -> None:
+        model = strategy.model
+        core = self._factory(model, strategy.optimizer, example)
+        old = self.core
+        if old is not None:
+            if hasattr(core, "carry_from"):
+                core.carry_from(old, same_units=model is self._model)
+            if hasattr(old, "remove"):
+                old.remove()
+        elif self._pending is not None:
+            core.load_state_dict(self._pending)
+            self._pending = None
+        # Cores with state (CBP buffers, L2-Init's θ₀) live beside the model's weights.
+        if hasattr(core, "to"):
+            core.to(next(model.parameters()).device)
+        self.core, self._model, self._stale = core, model, False
+
+    def _refuse_meta_templates(self, strategy) -> None:
+        if isinstance(strategy, SupervisedMetaLearningTemplate):
+            raise RuntimeError(
+                f"{type(self).__name__} cannot run in {type(strategy).__name__}: its "
+                "meta-learning updates never call before_forward/after_update, where this "
+                "plugin records the update's activations and acts on the weights"
+            )
 
     def before_training_exp(self, strategy, *args, **kwargs):
-        if hasattr(self.core, "optimizer"):
-            self.core.optimizer = strategy.optimizer
-        # Cores with state (CBP buffers, L2-Init's θ₀) were built, or loaded, before
-        # Avalanche moved the model to its device.
-        if hasattr(self.core, "to"):
-            self.core.to(next(strategy.model.parameters()).device)
+        self._stale = True
+
+    def after_eval(self, strategy, *args, **kwargs):
+        self._stale = True  # evaluation may adapt the model (a head for new classes)
 
     # Checkpointing (strategies.checkpoint) saves and restores plugins through these.
     def state_dict(self) -> dict:
-        if self.core is None or not hasattr(self.core, "state_dict"):
-            return {}
-        return self.core.state_dict()
+        if self.core is None:
+            return dict(self._pending or {})
+        return self.core.state_dict() if hasattr(self.core, "state_dict") else {}
 
     def load_state_dict(self, state: dict) -> None:
-        if state:
+        if not state:
+            return
+        if self.core is None:
+            self._pending = dict(state)
+        else:
             self.core.load_state_dict(state)
 
 
-class ContinualBackpropPlugin(_CorePlugin):
+class _PerUpdatePlugin(_CorePlugin):
+    """Acts in ``after_update``; bound in ``before_forward``, after the strategy adapted the
+    model and built the optimizer for the experience."""
+
+    needs_example = False
+
+    def before_training(self, strategy, *args, **kwargs):
+        self._refuse_meta_templates(strategy)
+
+    def before_training_iteration(self, strategy, *args, **kwargs):
+        self._updated = False
+
+    def before_forward(self, strategy, *args, **kwargs):
+        if self._stale or strategy.model is not self._model:
+            self._bind(strategy, _example(strategy) if self.needs_example else None)
+
+    def after_update(self, strategy, *args, **kwargs):
+        self._updated = True
+        self.core.step()
+
+    def after_training_iteration(self, strategy, *args, **kwargs):
+        if not self._updated:
+            raise RuntimeError(
+                f"{type(strategy).__name__} ended a training iteration without calling "
+                f"after_update; {type(self).__name__} acts there and would do nothing"
+            )
+
+
+class _UnitPlugin(_PerUpdatePlugin):
+    """Records every forward between ``before_forward`` and ``after_update``."""
+
+    needs_example = True
+
+    def build(self, strategy, example: Any = None) -> None:
+        """As for every plugin; without a training batch to trace, units are read from the
+        model's ``nn.Sequential`` chains, and a model that needs the trace (Avalanche's
+        ``SimpleMLP``) is bound at the first training forward instead (a loaded
+        checkpoint waits for it)."""
+        example = _example(strategy) if example is None else example
+        try:
+            super().build(strategy, example)
+        except ValueError:
+            if example is not None:
+                raise
+
+    def before_forward(self, strategy, *args, **kwargs):
+        super().before_forward(strategy)
+        self.core.recorder.clear()
+        self.core.recorder.gate = True
+
+    def after_update(self, strategy, *args, **kwargs):
+        self._updated = True
+        self.core.recorder.gate = False
+        self.core.step(step_weights(strategy))
+
+    def after_training_exp(self, strategy, *args, **kwargs):
+        if self.core is not None:
+            self.core.recorder.gate = False
+            self.core.recorder.clear()
+
+
+def _units_factory(make, units):
+    def factory(model, optimizer, example):
+        layers = resolve_unit_layers(model, units, example)
+        core = make(model, optimizer, layers)
+        core.recorder.gate = False  # opened by the plugin for each update's forwards
+        return core
+
+    return factory
+
+
+class ContinualBackpropPlugin(_UnitPlugin):
     """Continual backprop in any Avalanche strategy.
 
     Keyword arguments are :class:`ponderlife.ContinualBackprop`'s (``replacement_rate``,
@@ -105,9 +247,17 @@ class ContinualBackpropPlugin(_CorePlugin):
     """
 
     def __init__(self, **hyperparameters):
-        super().__init__(lambda model, opt: ContinualBackprop(model, opt, **hyperparameters))
+        units = hyperparameters.pop("units", None)
+        super().__init__(
+            _units_factory(
+                lambda model, opt, layers: ContinualBackprop(
+                    model, opt, units=layers, **hyperparameters
+                ),
+                units,
+            )
+        )
         # Validate now, on a throwaway model, so a bad value fails before any training.
-        checked = {k: v for k, v in hyperparameters.items() if k not in ("units", "generator")}
+        checked = {k: v for k, v in hyperparameters.items() if k != "generator"}
         ContinualBackprop(_probe_network(), None, **checked).remove()
 
     @property
@@ -115,24 +265,13 @@ class ContinualBackpropPlugin(_CorePlugin):
         """Units replaced so far, per layer (empty before training)."""
         return {} if self.core is None else self.core.replacements
 
-    def before_forward(self, strategy, *args, **kwargs):
-        self.core.recorder.clear()  # only this iteration's training forward counts
-
-    def after_update(self, strategy, *args, **kwargs):
-        self.core.step(step_weights(strategy))
-
-
-class _PerUpdatePlugin(_CorePlugin):
-    def after_update(self, strategy, *args, **kwargs):
-        self.core.step()
-
 
 class L2Plugin(_PerUpdatePlugin):
     """Decoupled weight decay after every update (:class:`ponderlife.baselines.L2`)."""
 
     def __init__(self, *, weight_decay: float = 1e-4):
         L2(nn.Linear(1, 1), weight_decay=weight_decay)  # validate now
-        super().__init__(lambda model, opt: L2(model, weight_decay=weight_decay))
+        super().__init__(lambda model, opt, _: L2(model, weight_decay=weight_decay))
 
 
 class ShrinkPerturbPlugin(_PerUpdatePlugin):
@@ -140,45 +279,55 @@ class ShrinkPerturbPlugin(_PerUpdatePlugin):
 
     def __init__(self, **hyperparameters):
         ShrinkPerturb(nn.Linear(1, 1), **hyperparameters)
-        super().__init__(lambda model, opt: ShrinkPerturb(model, **hyperparameters))
+        super().__init__(lambda model, opt, _: ShrinkPerturb(model, **hyperparameters))
 
 
 class L2InitPlugin(_PerUpdatePlugin):
     """Pull towards the weights the model had when training started
-    (:class:`ponderlife.baselines.L2Init`)."""
+    (:class:`ponderlife.baselines.L2Init`). A parameter that appears later (a new head) or
+    grows (new classes) takes its value when it appeared as its θ₀."""
 
     def __init__(self, *, strength: float = 1e-2):
         L2Init(nn.Linear(1, 1), strength=strength)
-        super().__init__(lambda model, opt: L2Init(model, strength=strength))
+        super().__init__(lambda model, opt, _: L2Init(model, strength=strength))
 
 
-class ReDoPlugin(_PerUpdatePlugin):
+class ReDoPlugin(_UnitPlugin):
     """Recycle τ-dormant units every ``every`` updates (:class:`ponderlife.baselines.ReDo`).
 
     With :class:`~strategies.PonderTemplate` dormancy is scored over all ponder steps of
     the update, weighted by their reach probability, as continual backprop does."""
 
     def __init__(self, **hyperparameters):
-        checked = {k: v for k, v in hyperparameters.items() if k not in ("units", "generator")}
+        units = hyperparameters.pop("units", None)
+        checked = {k: v for k, v in hyperparameters.items() if k != "generator"}
         ReDo(_probe_network(), None, **checked).remove()
-        super().__init__(lambda model, opt: ReDo(model, opt, **hyperparameters))
+        super().__init__(
+            _units_factory(
+                lambda model, opt, layers: ReDo(model, opt, units=layers, **hyperparameters),
+                units,
+            )
+        )
 
-    def before_forward(self, strategy, *args, **kwargs):
-        self.core.recorder.clear()
-
-    def after_update(self, strategy, *args, **kwargs):
-        self.core.step(step_weights(strategy))
+    @property
+    def replacements(self) -> dict[str, int]:
+        """Units recycled so far, per layer (empty before training)."""
+        return {} if self.core is None else dict(self.core.replaced)
 
 
 class _BoundaryPlugin(_CorePlugin):
-    """Calls ``core.task_boundary()`` before every experience but the first trained."""
+    """Calls ``core.task_boundary()`` before every experience but the first trained, on
+    the model and optimizer the strategy has for that experience."""
 
     def __init__(self, factory):
-        super().__init__(factory)
+        super().__init__(lambda model, opt, _: factory(model, opt))
         self.boundaries = 0
 
+    def before_training(self, strategy, *args, **kwargs):
+        self.build(strategy)  # a bad head name fails before training
+
     def before_training_exp(self, strategy, *args, **kwargs):
-        super().before_training_exp(strategy)
+        self._bind(strategy)
         if self.boundaries:
             self.core.task_boundary()
         self.boundaries += 1

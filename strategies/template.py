@@ -8,26 +8,96 @@ logger and plugin works unchanged. ``criterion()`` is the model's own loss in tr
 (PonderNet: reconstruction + β·KL; ACT: task loss + τ·ponder cost; fixed depth: task loss)
 and the task loss of the answer in evaluation, where PonderNet's early exit leaves later
 steps uncomputed. Everything else (plugins, evaluation, checkpointing) is composed.
+
+Plugins that run the model themselves (EWC, MAS, RWalk, GEM, A-GEM, LwF's teacher, all
+through ``strategy.model(x)``) get the answer's logits too: while the template is alive, a
+forward hook on its model (and on deep copies of it, such as LwF's teacher) returns
+``output.prediction``. The model object, its class, its parameters and its state_dict
+stay as they are; the hook leaves with the template (a model the template no longer holds,
+or a pickled copy, returns its full output again). The full output is
+``strategy.ponder_output`` after each forward, ``strategy.full_output(x)`` for any input,
+or ``model(x)`` inside ``with full_outputs():``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch.nn.functional as F
 from avalanche.training.templates import SupervisedTemplate
 from torch import Tensor, nn
 
-from ponderlife import ACT, FixedDepth, PonderNet, model_loss, ponder_step_weights
+from ponderlife import (
+    ACT,
+    ACTOutput,
+    FixedDepth,
+    FixedDepthOutput,
+    PonderNet,
+    PonderOutput,
+    model_loss,
+    ponder_step_weights,
+)
 from ponderlife._checks import check_choice, check_range
 from strategies.datasets import TensorBatches, tensor_source
 
-__all__ = ["PonderTemplate", "per_sample_cross_entropy"]
+__all__ = ["MeanTaskLoss", "PonderTemplate", "full_outputs", "per_sample_cross_entropy"]
+
+_FULL_OUTPUTS = (PonderOutput, ACTOutput, FixedDepthOutput)
+_passing = threading.local()  # depth of full_outputs() blocks in this thread
 
 
 def per_sample_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
     """Cross-entropy per sample (B,): the default task loss for class labels."""
     return F.cross_entropy(logits, target, reduction="none")
+
+
+class MeanTaskLoss:
+    """``criterion(logits, target)``: the batch mean of a per-sample task loss. The
+    template's default Avalanche criterion, which plugins such as EWC, RWalk, GEM and A-GEM
+    call on the model's logits (equal to ``CrossEntropyLoss()`` for the default loss)."""
+
+    def __init__(self, task_loss: Callable[[Tensor, Tensor], Tensor]):
+        self.task_loss = task_loss
+
+    def __call__(self, logits: Tensor, target: Tensor) -> Tensor:
+        return self.task_loss(logits, target).mean()
+
+
+@contextmanager
+def full_outputs() -> Iterator[None]:
+    """Within this block (in this thread), models hooked by a :class:`PonderTemplate`
+    return their full output instead of the answer's logits."""
+    depth = getattr(_passing, "depth", 0)
+    _passing.depth = depth + 1
+    try:
+        yield
+    finally:
+        _passing.depth = depth
+
+
+class _AnswerHook:
+    """Forward hook replacing a pondering model's full output by the answer's logits while
+    its template lives. Deep copies of the model (LwF's teacher, say) share the hook; a
+    pickled model gets an inert one, so it does not drag the strategy along."""
+
+    def __init__(self, template: PonderTemplate | None = None):
+        self._template = None if template is None else weakref.ref(template)
+
+    def __call__(self, module: nn.Module, args, output):
+        if self._template is None or self._template() is None:
+            return None
+        if getattr(_passing, "depth", 0) or not isinstance(output, _FULL_OUTPUTS):
+            return None
+        return output.prediction
+
+    def __deepcopy__(self, memo) -> _AnswerHook:
+        return self
+
+    def __reduce__(self):
+        return (_AnswerHook, ())
 
 
 class PonderTemplate(SupervisedTemplate):
@@ -44,7 +114,18 @@ class PonderTemplate(SupervisedTemplate):
             ``"expected"``); None keeps the model's.
         task_loss: per-sample loss ``(logits (B, C), target (B,)) → (B,)``.
         **kwargs: :class:`SupervisedTemplate`'s (``train_mb_size``, ``train_epochs``,
-            ``eval_mb_size``, ``device``, ``plugins``, ``evaluator``, ...).
+            ``eval_mb_size``, ``device``, ``plugins``, ``evaluator``, ...). ``criterion``,
+            which only plugins call (on logits), defaults to the mean ``task_loss``.
+
+    What callers of the model see. While this template lives, ``strategy.model(x)`` (and a
+    deep copy of the model) returns the answer's logits ``(B, C)``, not the model's output
+    tuple, so Avalanche plugins that run the model themselves (EWC, MAS, RWalk, GEM, A-GEM,
+    LwF) compose with this template. The full output of the last forward is
+    ``strategy.ponder_output``; :meth:`full_output` computes it for any input (as does
+    ``model(x)`` inside ``with full_outputs():``). The model object, class, parameter names
+    and state_dict are unchanged; assigning another model to ``strategy.model`` moves the
+    hook to it. Training forwards run the model in training mode even if a plugin left it
+    in evaluation mode (RWalk does, after its own forward).
     """
 
     def __init__(
@@ -79,28 +160,64 @@ class PonderTemplate(SupervisedTemplate):
         self.ponder_output = None
         self.ponder_loss_parts = None
         self.ponder_distribution_complete = True
+        self._answer_hook = _AnswerHook(self)
+        self._hooked_model: nn.Module | None = None
+        self._hook_handle = None
+        kwargs.setdefault("criterion", MeanTaskLoss(task_loss))
         super().__init__(model=model, optimizer=optimizer, **kwargs)
 
-    # A lean data path: datasets built from tensors (all of strategies.streams) are sliced
-    # in minibatches instead of going through a Python call per sample. Anything else, or
-    # a plugin that installs its own loader (replay), uses Avalanche's loaders.
-    def make_train_dataloader(self, shuffle=True, **kwargs):
-        tensors = tensor_source(self.adapted_dataset)
-        if tensors is None or kwargs.get("num_workers", 0):
-            return super().make_train_dataloader(shuffle=shuffle, **kwargs)
-        self.dataloader = TensorBatches(tensors, self.train_mb_size, shuffle)
+    # The model: every assignment (Avalanche's model adaptation, a plugin replacing the
+    # model) goes through the setter, which keeps the answer hook on the current model.
+    @property
+    def model(self) -> nn.Module:
+        return self._model
 
-    def make_eval_dataloader(self, **kwargs):
-        tensors = tensor_source(self.adapted_dataset)
-        if tensors is None or kwargs.get("num_workers", 0):
-            return super().make_eval_dataloader(**kwargs)
+    @model.setter
+    def model(self, model: nn.Module) -> None:
+        self._model = model
+        if model is self._hooked_model:
+            return
+        if self._hook_handle is not None:
+            self._hook_handle.remove()
+        self._hook_handle = model.register_forward_hook(self._answer_hook)
+        self._hooked_model = model
+
+    def full_output(self, x: Tensor, **kwargs):
+        """The model's full output for ``x`` (``**kwargs`` go to its forward, e.g.
+        PonderNet's ``generator``), in the model's current mode, bypassing the hook that
+        makes ``strategy.model(x)`` return the answer's logits."""
+        with full_outputs():
+            return self.model(x, **kwargs)
+
+    # A lean data path: datasets built from tensors (all of strategies.streams, and any
+    # Avalanche dataset over one TensorDataset without transforms) are sliced in minibatches,
+    # task labels included, instead of going through a Python call per sample. Anything
+    # else, worker processes, a training set mixing task labels (Avalanche balances its
+    # minibatches by task) or a plugin that installs its own loader (replay) uses
+    # Avalanche's loaders. A change of the Avalanche internals this reads raises
+    # strategies.datasets.AvalancheInternalsError instead of falling back.
+    def make_train_dataloader(self, num_workers=0, shuffle=True, drop_last=False, **kwargs):
+        tensors = None if num_workers else tensor_source(self.adapted_dataset)
+        labels = getattr(self.adapted_dataset, "targets_task_labels", None)
+        if tensors is None or (labels is not None and len(labels.uniques) > 1):
+            return super().make_train_dataloader(
+                num_workers=num_workers, shuffle=shuffle, drop_last=drop_last, **kwargs
+            )
+        self.dataloader = TensorBatches(tensors, self.train_mb_size, shuffle, drop_last)
+
+    def make_eval_dataloader(self, num_workers=0, **kwargs):
+        tensors = None if num_workers else tensor_source(self.adapted_dataset)
+        if tensors is None or kwargs.get("shuffle", False):
+            return super().make_eval_dataloader(num_workers=num_workers, **kwargs)
         self.dataloader = TensorBatches(tensors, self.eval_mb_size, shuffle=False)
 
     def forward(self):
-        self.ponder_output = self.model(self.mb_x)
+        model = self.model
+        if self.is_training and not model.training:
+            model.train()  # a plugin (RWalk) left it in eval mode: run the training unroll
+        self.ponder_output = self.full_output(self.mb_x)
         self.ponder_loss_parts = None
         # Evaluation with early exit leaves each sample's p truncated at its halting step.
-        model = self.model
         self.ponder_distribution_complete = self.is_training or not (
             isinstance(model, PonderNet) and model.early_exit and model.halting != "expected"
         )
