@@ -22,6 +22,13 @@ from pathlib import Path
 from experiments.sweep import parse_value, plan, run_sweep
 
 
+def thirds(last: int) -> tuple[int, int]:
+    """How the summaries split a stream whose last experience is ``last``: experiences
+    below the first value are its first third, those above the second its last third."""
+    third = max(1, (last + 1) // 3)
+    return third, last - third
+
+
 def summary_table(frame) -> list[str]:
     """Per method: final stream accuracy, accuracy on new experiences early vs late,
     mean halting step per difficulty level, units replaced."""
@@ -31,15 +38,15 @@ def summary_table(frame) -> list[str]:
     new = per_experience(frame, "accuracy", on="new")
     halting = per_experience(frame, "halting_step_mean", on="new")
     last = frame["step"].max()
-    third = max(1, (last + 1) // 3)
+    early_end, late_start = thirds(int(last))
     header = (
         f"{'method':<8}{'runs':>5}{'new acc, first third':>22}{'new acc, last third':>21}"
         f"{'final seen acc':>16}   halting step by n"
     )
     lines += [header, "-" * len(header)]
     for method, rows in new.groupby("config.method"):
-        early = rows[rows["experience"] < third].groupby("run")["value"].mean()
-        late = rows[rows["experience"] > last - third].groupby("run")["value"].mean()
+        early = rows[rows["experience"] < early_end].groupby("run")["value"].mean()
+        late = rows[rows["experience"] > late_start].groupby("run")["value"].mean()
         final = frame[
             (frame["name"] == "eval.accuracy")
             & (frame["step"] == last)

@@ -109,7 +109,6 @@ class _CorePlugin(SupervisedPlugin):
         self._model: nn.Module | None = None
         self._stale = True
         self._pending: dict | None = None  # state loaded before a core existed
-        self._updated = True
 
     def build(self, strategy, example: Any = None) -> None:
         """Bind to ``strategy.model`` now if not bound to it yet (training does it before
@@ -134,14 +133,6 @@ class _CorePlugin(SupervisedPlugin):
         if hasattr(core, "to"):
             core.to(next(model.parameters()).device)
         self.core, self._model, self._stale = core, model, False
-
-    def _refuse_meta_templates(self, strategy) -> None:
-        if isinstance(strategy, SupervisedMetaLearningTemplate):
-            raise RuntimeError(
-                f"{type(self).__name__} cannot run in {type(strategy).__name__}: its "
-                "meta-learning updates never call before_forward/after_update, where this "
-                "plugin records the update's activations and acts on the weights"
-            )
 
     def before_training_exp(self, strategy, *args, **kwargs):
         self._stale = True
@@ -169,9 +160,15 @@ class _PerUpdatePlugin(_CorePlugin):
     model and built the optimizer for the experience."""
 
     needs_example = False
+    _updated = True  # whether after_update ran in the current training iteration
 
     def before_training(self, strategy, *args, **kwargs):
-        self._refuse_meta_templates(strategy)
+        if isinstance(strategy, SupervisedMetaLearningTemplate):
+            raise RuntimeError(
+                f"{type(self).__name__} cannot run in {type(strategy).__name__}: its "
+                "meta-learning updates never call before_forward/after_update, where this "
+                "plugin records the update's activations and acts on the weights"
+            )
 
     def before_training_iteration(self, strategy, *args, **kwargs):
         self._updated = False
@@ -182,6 +179,9 @@ class _PerUpdatePlugin(_CorePlugin):
 
     def after_update(self, strategy, *args, **kwargs):
         self._updated = True
+        self._step(strategy)
+
+    def _step(self, strategy) -> None:
         self.core.step()
 
     def after_training_iteration(self, strategy, *args, **kwargs):
@@ -214,8 +214,7 @@ class _UnitPlugin(_PerUpdatePlugin):
         self.core.recorder.clear()
         self.core.recorder.gate = True
 
-    def after_update(self, strategy, *args, **kwargs):
-        self._updated = True
+    def _step(self, strategy) -> None:
         self.core.recorder.gate = False
         self.core.step(step_weights(strategy))
 

@@ -55,18 +55,12 @@ def new_accuracy(frame):
     return table.assign(condition=condition)
 
 
-def thirds(table) -> tuple[int, int]:
-    """The experiences of the first third are < the first value, those of the last third
-    > the second (as the ``make demo`` summary splits the stream)."""
-    last = int(table["experience"].max())
-    third = max(1, (last + 1) // 3)
-    return third, last - third
-
-
 def summary_rows(table) -> list[dict]:
     """Per condition: mean and std over runs of each run's mean new-experience accuracy on
     the first and the last third of the stream, over all n and at n = 3 alone."""
-    early, late = thirds(table)
+    from experiments.demo import thirds
+
+    early, late = thirds(int(table["experience"].max()))
     rows = []
     for method in METHODS:
         for transition in TRANSITIONS:
@@ -120,9 +114,8 @@ def figure(table, rows: list[dict]):
     condition's first-third and last-third accuracy (all n), mean ± one std over seeds."""
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import MaxNLocator
 
-    from analysis.plots import COLORS, STYLE
+    from analysis.plots import COLORS, STYLE, _style
 
     levels = sorted(table["level"].unique())
     width, height = STYLE["panel_size"]
@@ -142,8 +135,7 @@ def figure(table, rows: list[dict]):
                 ax.fill_between(
                     xs, stats["mean"] - std, stats["mean"] + std, color=color, alpha=0.12, lw=0
                 )
-        _style(ax, f"n = {level:g}", "experience (index)")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _style(ax, f"n = {level:g}", "experience (index)", "")
     for ax in axes[1 : len(levels)]:
         ax.sharey(axes[0])
     axes[0].set_ylabel("accuracy on the new experience", fontsize=STYLE["font_size"])
@@ -163,7 +155,7 @@ def figure(table, rows: list[dict]):
         )
     summary.set_xticks([0, 1], ["first third", "last third"])
     summary.set_xlim(-0.4, 1.4)
-    _style(summary, "All n, per third of the stream", "")
+    _style(summary, "All n, per third of the stream", "", "", integer_x=False)
     summary.set_ylabel("mean accuracy on new experiences", fontsize=STYLE["font_size"])
     seeds = table.groupby("condition")["run"].nunique().min()
     handles = [
@@ -182,15 +174,6 @@ def figure(table, rows: list[dict]):
 
 def _std(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def _style(ax, title: str, xlabel: str) -> None:
-    from analysis.plots import STYLE
-
-    ax.set_title(title, fontsize=STYLE["title_size"])
-    ax.set_xlabel(xlabel, fontsize=STYLE["font_size"])
-    ax.tick_params(labelsize=STYLE["font_size"])
-    ax.spines[["top", "right"]].set_visible(False)
 
 
 def machine() -> str:

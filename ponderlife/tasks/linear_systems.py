@@ -450,9 +450,11 @@ def _gaussian_ensemble_sample(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _matched_acceptance(n: int, offset: float) -> float:
-    spectra = matched_spectra(n, 4000, rng=np.random.default_rng(2), offset=offset)
-    return float(spectra["valid"].mean())
+def _matched_acceptance(propose: Callable, n: int, offset: float) -> float:
+    """Fraction of 4,000 fixed pair proposals of ``propose`` (:func:`matched_spectra` or
+    :func:`matched_root_sets`) at (n, offset) that are kept."""
+    proposed = propose(n, 4000, rng=np.random.default_rng(2), offset=offset)
+    return float(proposed["valid"].mean())
 
 
 def stability_feasibility(
@@ -473,7 +475,9 @@ def stability_feasibility(
     if balance == "none":
         return 1.0
     if balance == "matched":
-        return _matched_acceptance(n, round(float(shift_offset), 6)) if n >= 2 else 0.0
+        if n < 2:
+            return 0.0
+        return _matched_acceptance(matched_spectra, n, round(float(shift_offset), 6))
     top, trace = _gaussian_ensemble_sample(n)
     stable = top < stability_shift(n) + shift_offset
     if balance == "label":
@@ -632,12 +636,6 @@ def routh_batch(
     return _system_batch(inputs, drawn["label"], n, drawn["margin"])
 
 
-@functools.lru_cache(maxsize=4096)
-def _matched_polynomial_acceptance(n: int, offset: float) -> float:
-    proposed = matched_root_sets(n, 4000, rng=np.random.default_rng(2), offset=offset)
-    return float(proposed["valid"].mean())
-
-
 def routh_feasibility(
     n: int, *, balance: str = "matched", shift_offset: float = 0.0, trace_bins: int = 4
 ) -> float:
@@ -650,7 +648,9 @@ def routh_feasibility(
         return stability_feasibility(
             n, balance=balance, shift_offset=shift_offset, trace_bins=trace_bins
         )
-    return _matched_polynomial_acceptance(n, round(float(shift_offset), 6)) if n >= 3 else 0.0
+    if n < 3:
+        return 0.0
+    return _matched_acceptance(matched_root_sets, n, round(float(shift_offset), 6))
 
 
 def _system_batch(inputs: Tensor, label: np.ndarray, n: int, margin: np.ndarray) -> SystemBatch:
