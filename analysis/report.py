@@ -18,7 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis import plots
-from analysis.runs import load_runs
+from analysis.runs import left_out, load_runs
 
 __all__ = ["FIGURES", "main", "write_report"]
 
@@ -66,10 +66,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("figures"), help="output folder")
     parser.add_argument("--hue", default="config.method", help="column that groups runs")
     parser.add_argument(
-        "--status", action="append", help="keep only runs with this status (repeatable)"
+        "--status",
+        action="append",
+        help="keep only runs with this status (repeatable; default COMPLETED; 'all' for any)",
+    )
+    parser.add_argument(
+        "--superseded",
+        action="store_true",
+        help="also draw runs that a resumed run continued (by default only the resumed run, "
+        "which holds the whole history, is drawn)",
     )
     args = parser.parse_args(argv)
-    frame = load_runs(*args.runs, statuses=args.status)
+    statuses = args.status or ["COMPLETED"]
+    selection = {"statuses": None if "all" in statuses else statuses}
+    selection["superseded"] = args.superseded
+    frame = load_runs(*args.runs, **selection)
+    for reason, runs in sorted(left_out(*args.runs, **selection).items()):
+        shown = ", ".join(runs[:5]) + (f" and {len(runs) - 5} more" if len(runs) > 5 else "")
+        print(f"left out {len(runs)} {reason} run{'s' * (len(runs) > 1)}: {shown}")
     if frame.empty:
         print(f"no runs with metrics under {[str(p) for p in args.runs]}", file=sys.stderr)
         return 1

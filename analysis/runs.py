@@ -36,6 +36,7 @@ __all__ = [
     "accuracy_matrix",
     "final_forgetting",
     "flatten_config",
+    "left_out",
     "load_configs",
     "load_runs",
     "mongo_runs",
@@ -125,13 +126,15 @@ def _is_run_dir(path: Path) -> bool:
 
 
 def _run_dirs_below(root: Path, depth: int) -> Iterator[Path]:
-    """Folders with an integer name holding Sacred files, at most ``depth`` levels down."""
+    """Folders holding Sacred files (``3``, a sweep's ``4c9ad62933c7``, a resumed
+    ``3.r1``), at most ``depth`` levels down; ``_sources``, ``_sweeps`` and hidden folders
+    are skipped."""
     for child in sorted(root.iterdir(), key=lambda p: (len(p.name), p.name)):
-        if not child.is_dir():
+        if not child.is_dir() or child.name.startswith((".", "_")):
             continue
-        if child.name.isdigit() and _is_run_dir(child):
+        if _is_run_dir(child):
             yield child
-        elif depth > 1 and not child.name.startswith((".", "_")):
+        elif depth > 1:
             yield from _run_dirs_below(child, depth - 1)
 
 
@@ -175,6 +178,7 @@ def _read_run(label: str, folder: Path) -> dict[str, Any]:
         "run_dir": str(folder),
         "experiment": (run.get("experiment") or {}).get("name"),
         "status": run.get("status", "UNKNOWN"),
+        "superseded_by": run.get("superseded_by"),
         "start_time": run.get("start_time"),
         "stop_time": run.get("stop_time"),
         "config": _read_json(folder / "config.json") or {},
@@ -256,30 +260,60 @@ def _frame_from_records(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     return frame
 
 
-def load_runs(*roots: str | Path, statuses: str | Iterable[str] | None = None) -> pd.DataFrame:
+def load_runs(
+    *roots: str | Path,
+    statuses: str | Iterable[str] | None = "COMPLETED",
+    superseded: bool = False,
+) -> pd.DataFrame:
     """All metrics of the Sacred runs under ``roots`` as one long frame.
 
     Each root is a run folder (``runs/stream/3``), a folder of run folders
     (``runs/stream``) or a folder of experiment folders (``runs``); run folders are those
-    with an integer name, searched at most two levels down (``_sources`` is skipped).
-    Runs without ``metrics.json`` (crashed before logging) are skipped; RUNNING, FAILED
-    and INTERRUPTED runs keep what they logged. ``statuses`` (``"COMPLETED"`` or a
-    collection of statuses) keeps only runs with those statuses.
+    holding Sacred files, searched at most two levels down (``_sources`` is skipped).
+    By default only finished runs count: ``statuses`` (``"COMPLETED"``, a collection of
+    statuses, or None for every status: RUNNING, FAILED and INTERRUPTED runs keep what
+    they logged) keeps runs with those statuses, and a run that a resumed run continued
+    (``superseded_by`` in its ``run.json``; the resumed run holds its whole history) is
+    left out unless ``superseded``. :func:`left_out` says what a load left out. Runs
+    without ``metrics.json`` (crashed before logging) are skipped.
 
     Returns one row per run × metric name × step with the columns :data:`RUN_COLUMNS`
     (``difficulty`` float, ``experience`` Int64, both NA when the name has no such part)
     followed by the run's config flattened into ``config.<key>`` columns
     (``config.optimizer.lr``). No runs → an empty frame with the :data:`RUN_COLUMNS`.
     """
-    keep = _status_filter(statuses)
     records = (_read_run(label, folder) for label, folder in _find_runs(roots))
-    return _frame_from_records(r for r in records if keep is None or r["status"] in keep)
+    return _frame_from_records(r for r in records if _kept(r, statuses, superseded))
+
+
+def _kept(record: dict, statuses, superseded: bool) -> bool:
+    keep = _status_filter(statuses)
+    if keep is not None and record["status"] not in keep:
+        return False
+    return superseded or record["superseded_by"] is None
+
+
+def left_out(
+    *roots: str | Path,
+    statuses: str | Iterable[str] | None = "COMPLETED",
+    superseded: bool = False,
+) -> dict[str, list[str]]:
+    """The runs :func:`load_runs` with the same arguments leaves out, by reason
+    (``"superseded"``, or the status, e.g. ``"RUNNING"``): ``{reason: [run labels]}``."""
+    reasons: dict[str, list[str]] = {}
+    for label, folder in _find_runs(roots):
+        record = _read_run(label, folder)
+        if not _kept(record, statuses, superseded):
+            reason = "superseded" if record["superseded_by"] is not None else record["status"]
+            reasons.setdefault(reason, []).append(label)
+    return reasons
 
 
 def load_configs(*roots: str | Path) -> pd.DataFrame:
     """One row per run folder under ``roots`` (the search of :func:`load_runs`), also those
-    without metrics: ``run``, ``run_dir``, ``experiment``, ``status``, ``has_metrics``,
-    ``start_time``, ``stop_time`` (UTC-naive datetimes as Sacred writes them),
+    without metrics, superseded and unfinished ones too: ``run``, ``run_dir``,
+    ``experiment``, ``status``, ``superseded_by`` (None, or the run that continued it),
+    ``has_metrics``, ``start_time``, ``stop_time`` (UTC-naive datetimes as Sacred writes them),
     ``duration_s`` (stop − start in seconds; NaN while a run has no stop time) and the
     flattened ``config.*`` columns."""
     rows = []
@@ -288,17 +322,18 @@ def load_configs(*roots: str | Path) -> pd.DataFrame:
         rows.append(
             {
                 **{key: record[key] for key in ("run", "run_dir", "experiment", "status")},
+                "superseded_by": record["superseded_by"],
                 "has_metrics": bool(record["metrics"]),
                 "start_time": record["start_time"],
                 "stop_time": record["stop_time"],
                 **flatten_config(record["config"]),
             }
         )
-    columns = ["run", "run_dir", "experiment", "status", "has_metrics", "start_time"]
-    frame = pd.DataFrame(rows, columns=None if rows else [*columns, "stop_time"])
+    columns = ["run", "run_dir", "experiment", "status", "superseded_by", "has_metrics"]
+    frame = pd.DataFrame(rows, columns=None if rows else [*columns, "start_time", "stop_time"])
     for key in ("start_time", "stop_time"):
         frame[key] = pd.to_datetime(frame[key], format="ISO8601")
-    frame.insert(7, "duration_s", (frame["stop_time"] - frame["start_time"]).dt.total_seconds())
+    frame.insert(8, "duration_s", (frame["stop_time"] - frame["start_time"]).dt.total_seconds())
     return frame
 
 

@@ -22,7 +22,7 @@ import torch
 from sacred import Experiment
 from sacred.utils import ConfigAddedError
 
-from experiments._runs import check_owner, checkpoint_path
+from experiments._runs import check_resumable
 from ponderlife._checks import check_choice, check_int, check_range
 from ponderlife.checkpoint import load_checkpoint
 
@@ -144,9 +144,11 @@ def _device(cfg: dict, key: str = "device") -> str:
 
 
 def _resume_from(cfg: dict, experiment: str, key: str = "resume_from") -> Path | None:
-    """None, or a run folder / checkpoint file of ``experiment`` whose checkpoint is
-    intact: a run of another experiment, or a checkpoint that is missing, corrupt or
-    unreadable, fails now rather than after the stream and model are built."""
+    """None, or a run folder / checkpoint file of ``experiment`` that may be continued
+    with ``cfg`` (:func:`experiments._runs.check_resumable`) and whose checkpoint is
+    intact: a run of another experiment, a live or finished run, or a checkpoint that is
+    missing, corrupt or unreadable, fails now rather than after the stream and model are
+    built."""
     value = cfg[key]
     if value is None:
         return None
@@ -157,8 +159,7 @@ def _resume_from(cfg: dict, experiment: str, key: str = "resume_from") -> Path |
     if not Path(value).exists():
         raise ValueError(f"{_name(key)}: {value!r} does not exist")
     try:
-        check_owner(value, experiment)
-        load_checkpoint(checkpoint_path(value), experiment=experiment)
+        load_checkpoint(check_resumable(value, experiment, cfg), experiment=experiment)
     except (ValueError, OSError) as error:
         raise type(error)(f"{_name(key)}: {error}") from error
     return Path(value)

@@ -27,7 +27,7 @@ from torch import nn
 
 from experiments import _runs
 from experiments._config import check, choice_configs, guard
-from experiments._runs import checkpoint_path, run_directory
+from experiments._runs import run_directory
 from ponderlife import ContinualBackprop, diagnostics
 from ponderlife.baselines import L2, UPGD, L2Init, ReDo, ShrinkPerturb
 from ponderlife.checkpoint import (
@@ -238,9 +238,10 @@ def main(_config: dict, _run, seed: int) -> dict:
     optimizer = build_optimizer(cfg, model)
     method = build_method(cfg, model, optimizer)
 
-    done, first_error = 0, None
+    done, first_error, history = 0, None, _runs.History(_run)
     if cfg["resume_from"] is not None:
-        state = load_checkpoint(checkpoint_path(cfg["resume_from"]), experiment=ex.path)
+        source = _runs.resume_checkpoint(cfg["resume_from"])
+        state = load_checkpoint(source, experiment=ex.path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         stream.load_state_dict(state["stream"])
@@ -249,7 +250,9 @@ def main(_config: dict, _run, seed: int) -> dict:
         restore_rng_states(state["rng"])
         done = int(state["examples"])
         first_error = state.get("first_error")
-        print(f"resumed from {cfg['resume_from']} at example {done}")
+        history.replay(state.get("history", {}))
+        _runs.continued(_run, cfg, ex.path)
+        print(f"resumed from {source} at example {done}")
     directory = run_directory(_run)
     began = time.perf_counter()
     step_method = method.step if method is not None else None
@@ -284,11 +287,11 @@ def main(_config: dict, _run, seed: int) -> dict:
         done += count
         first_error = error if first_error is None else first_error
         last_error = error
-        _run.log_scalar("stream.squared_error", error, done)
-        _run.log_scalar("model.gradient_norm", diagnostics.gradient_norm(model), done)
-        _run.log_scalar("method.units_replaced", units_replaced(method), done)
+        history.log("stream.squared_error", error, done)
+        history.log("model.gradient_norm", diagnostics.gradient_norm(model), done)
+        history.log("method.units_replaced", units_replaced(method), done)
         for name, value in probe_metrics(model, probe).items():
-            _run.log_scalar(name, value, done)
+            history.log(name, value, done)
         elapsed = time.perf_counter() - began
         print(
             f"[bit_flipping {cfg['method']}] example {done}/{cfg['examples']}  "
@@ -302,6 +305,7 @@ def main(_config: dict, _run, seed: int) -> dict:
                 "rng": rng_states(),
                 "examples": done,
                 "first_error": first_error,
+                "history": history.entries,
             }
             if method is not None and hasattr(method, "state_dict"):
                 state["method"] = method.state_dict()

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from experiments import _runs
 from experiments._config import check, choice_configs, guard
-from experiments._runs import checkpoint_path, run_directory
+from experiments._runs import run_directory
 from ponderlife import (
     ACT,
     FixedDepth,
@@ -260,14 +260,17 @@ def main(_config: dict, _run, seed: int) -> dict:
 
     model = build_model(cfg)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg["learning_rate"])
-    start = 0
+    start, history = 0, _runs.History(_run)
     if cfg["resume_from"] is not None:
-        state = load_checkpoint(checkpoint_path(cfg["resume_from"]), experiment=ex.path)
+        source = _runs.resume_checkpoint(cfg["resume_from"])
+        state = load_checkpoint(source, experiment=ex.path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         restore_rng_states(state["rng"], train=train_generator)
         start = int(state["update"])
-        print(f"resumed from {cfg['resume_from']} at update {start}")
+        history.replay(state.get("history", {}))
+        _runs.continued(_run, cfg, ex.path)
+        print(f"resumed from {source} at update {start}")
     directory = run_directory(_run)
 
     totals: dict[str, float] = {}
@@ -316,12 +319,12 @@ def main(_config: dict, _run, seed: int) -> dict:
         if update % cfg["eval_every"] == 0 or update == cfg["train_steps"]:
             count = update - last_report
             for name, value in totals.items():
-                _run.log_scalar(f"train.{name}", value / count, update)
+                history.log(f"train.{name}", value / count, update)
             summary = []
             for split, data in test_sets.items():
                 results = evaluate(model, data)
                 for name, values in results.items():
-                    _run.log_scalar(f"{split}.{name}", float(values.mean()), update)
+                    history.log(f"{split}.{name}", float(values.mean()), update)
                 summary.append(
                     f"{split} acc {float(results['accuracy'].mean()):.3f} "
                     f"halt {float(results['halting_step'].mean()):.2f}"
@@ -340,6 +343,7 @@ def main(_config: dict, _run, seed: int) -> dict:
                         "optimizer": optimizer.state_dict(),
                         "rng": rng_states(train=train_generator),
                         "update": update,
+                        "history": history.entries,
                     },
                     experiment=ex.path,
                 )

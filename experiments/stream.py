@@ -38,7 +38,7 @@ from sacred.utils import apply_backspaces_and_linefeeds
 
 from experiments import _runs
 from experiments._config import check, choice_configs, guard
-from experiments._runs import checkpoint_path, run_directory
+from experiments._runs import run_directory
 from ponderlife import (
     ACT,
     AdamPerElement,
@@ -571,22 +571,17 @@ def main(_config: dict, _run, seed: int) -> dict:
     benchmark = build_stream(cfg, seed if cfg["stream_seed"] is None else cfg["stream_seed"])
     strategy = build_strategy(cfg, benchmark)
     directory = run_directory(_run)
-    history: dict[str, dict[str, list]] = {}
-
-    def log(name: str, value: float, step: int) -> None:
-        _run.log_scalar(name, float(value), step)
-        entry = history.setdefault(name, {"steps": [], "values": []})
-        entry["steps"].append(step)
-        entry["values"].append(float(value))
+    history = _runs.History(_run)
+    log = history.log
 
     start = 0
     if cfg["resume_from"] is not None:
-        state = load_strategy(checkpoint_path(cfg["resume_from"]), strategy, experiment=ex.path)
+        source = _runs.resume_checkpoint(cfg["resume_from"])
+        state = load_strategy(source, strategy, experiment=ex.path)
         start = state["next_experience"]
-        for name, entry in state["history"].items():
-            for step, value in zip(entry["steps"], entry["values"], strict=True):
-                log(name, value, step)
-        print(f"resumed from {cfg['resume_from']} before experience {start}")
+        history.replay(state["history"])
+        _runs.continued(_run, cfg, ex.path)
+        print(f"resumed from {source} before experience {start}")
 
     total = len(benchmark.train_stream)
     # A gradual window is a mixture in stream order: shuffling would spread it out.
@@ -612,14 +607,14 @@ def main(_config: dict, _run, seed: int) -> dict:
         values["stream.test_overlap"] = benchmark.test_overlap[index]
         for name, value in sorted(values.items()):
             log(name, value, index)
-        for name, value in forgetting(history, index).items():
+        for name, value in forgetting(history.entries, index).items():
             log(name, value, index)
         if directory is not None:
             save_strategy(
                 directory / "checkpoint.pt",
                 strategy,
                 next_experience=index + 1,
-                history=history,
+                history=history.entries,
                 experiment=ex.path,
             )
         label = f"[{cfg['method']} seed {seed}] "
@@ -627,7 +622,7 @@ def main(_config: dict, _run, seed: int) -> dict:
 
     final = {
         name: entry["values"][-1]
-        for name, entry in history.items()
+        for name, entry in history.entries.items()
         if name.count(".") == 1 and name.startswith("eval.")
     }
     _run.info["final"] = final

@@ -20,6 +20,7 @@ from analysis import (
     forgetting_vs_pondering,
     halting_over_stream,
     halting_vs_difficulty,
+    left_out,
     load_configs,
     load_runs,
     mongo_runs,
@@ -143,7 +144,7 @@ def runs_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def frame(runs_root) -> pd.DataFrame:
-    return load_runs(runs_root / "stream")
+    return load_runs(runs_root / "stream", statuses=None)
 
 
 def only(frame: pd.DataFrame, run: str, name: str, step: int) -> float:
@@ -201,15 +202,42 @@ def test_statuses_keep_only_runs_with_those_statuses(runs_root):
     assert running["run"].unique().tolist() == ["stream/5"]
 
 
+def test_unfinished_and_superseded_runs_are_left_out_by_default_and_said(tmp_path, capsys):
+    root = tmp_path / "stream"
+    write_run(root / "4c9ad62933c7", "bp", 0, "RUNNING", 2)  # a sweep run, killed
+    record = json.loads((root / "4c9ad62933c7" / "run.json").read_text())
+    record["superseded_by"] = "4c9ad62933c7.r1"  # what its resume writes
+    (root / "4c9ad62933c7" / "run.json").write_text(json.dumps(record))
+    write_run(root / "4c9ad62933c7.r1", "bp", 0, "COMPLETED", 3)
+    write_run(root / "7", "cbp", 0, "FAILED", 2)
+    write_run(root / "8", "cbp", 1, "COMPLETED", 3)
+    frame = load_runs(root)
+    assert sorted(frame["run"].unique()) == ["stream/4c9ad62933c7.r1", "stream/8"]
+    assert left_out(root) == {"superseded": ["stream/4c9ad62933c7"], "FAILED": ["stream/7"]}
+    assert (
+        frame["run"].nunique() + 2
+        == load_runs(root, statuses=None, superseded=True)["run"].nunique()
+    )
+    assert left_out(root, statuses=None, superseded=True) == {}
+    configs = load_configs(root).set_index("run")
+    assert configs.loc["stream/4c9ad62933c7", "superseded_by"] == "4c9ad62933c7.r1"
+
+    assert main([str(root), "--out", str(tmp_path / "figures")]) == 0
+    printed = capsys.readouterr().out
+    assert "left out 1 FAILED run: stream/7" in printed
+    assert "left out 1 superseded run: stream/4c9ad62933c7" in printed
+    assert "2 runs," in printed
+
+
 def test_a_root_may_be_one_run_or_a_folder_of_experiment_folders(runs_root, frame):
-    single = load_runs(runs_root / "stream" / "3")
+    single = load_runs(runs_root / "stream" / "3", statuses=None)
     assert single["run"].unique().tolist() == ["stream/3"]
     pd.testing.assert_frame_equal(
         single.reset_index(drop=True),
         frame[frame["run"] == "stream/3"].reset_index(drop=True),
         check_dtype=False,
     )
-    nested = load_runs(runs_root)
+    nested = load_runs(runs_root, statuses=None)
     assert sorted(nested["run"].unique()) == [f"runs/stream/{i}" for i in range(1, 6)]
     assert len(nested) == len(frame)
 

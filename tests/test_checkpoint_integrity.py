@@ -183,6 +183,9 @@ def test_a_corrupt_checkpoint_stops_resume_and_the_previous_one_continues_the_ru
     folder = root / str(whole._id)
     latest = folder / "checkpoint.pt"
     assert load_checkpoint(latest)["update"] == 4
+    # As if the run had been killed after writing its last checkpoint.
+    record = json.loads((folder / "run.json").read_text())
+    (folder / "run.json").write_text(json.dumps({**record, "status": "RUNNING"}))
     data = bytearray(latest.read_bytes())
     data[len(data) // 2] ^= 0x01
     latest.write_bytes(bytes(data))

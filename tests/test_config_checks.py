@@ -135,11 +135,12 @@ def test_a_misspelt_key_on_the_command_line_suggests_the_closest_one(capsys):
     assert "did you mean 'learning_rate'?" in capsys.readouterr().err
 
 
-def test_a_misspelt_key_in_a_sweep_is_reported_with_the_suggestion(tmp_path, monkeypatch):
-    monkeypatch.setenv("PONDERLIFE_RUNS", str(tmp_path))
-    outcome = sweep.run_job(sweep.Job("parity", (), {**PARITY, "lamda_p": 0.3, "seed": 0}))
-    assert outcome["status"] == "FAILED"
-    assert "did you mean 'lambda_p'?" in outcome["error"]
+def test_a_misspelt_key_in_a_sweep_is_reported_with_the_suggestion_before_any_run(tmp_path):
+    jobs = sweep.plan("parity", [["lamda_p=0.3"]], [0], updates=dict(PARITY))
+    with pytest.raises(sweep.SweepConfigError, match=r"run 'lamda_p=0.3 seed=0'") as caught:
+        sweep.run_sweep(jobs, 1, root=tmp_path, log=lambda _: None)
+    assert "did you mean 'lambda_p'?" in str(caught.value)
+    assert not any(tmp_path.iterdir())
 
 
 def test_a_key_far_from_every_key_is_still_refused():

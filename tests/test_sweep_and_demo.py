@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from experiments import demo, sweep
+from experiments import _runs, demo, sweep
 
 TINY = [
     "experiences=2",
@@ -35,23 +35,56 @@ def test_set_values_parse_as_json_or_strings():
     assert sweep.parse_value("stability") == "stability"
 
 
-def test_a_failing_run_is_reported_and_the_sweep_goes_on(tmp_path, monkeypatch):
-    monkeypatch.setenv("PONDERLIFE_RUNS", str(tmp_path))
-    jobs = [
-        sweep.Job("stream", ("bp",), {"seed": 0, "beta": -1.0}),
-        sweep.Job(
-            "stream",
-            ("bp",),
-            {
-                "seed": 0,
-                **{k: sweep.parse_value(v) for k, _, v in (s.partition("=") for s in TINY)},
-            },
-        ),
+def test_grid_alternatives_may_be_config_values():
+    jobs = sweep.plan("stream", [["bp", "cbp"], ["learning_rate=1e-3", "step=gru"]], [0])
+    assert [(j.named_configs, j.config_updates) for j in jobs] == [
+        (("bp",), {"learning_rate": 1e-3, "seed": 0}),
+        (("bp",), {"step": "gru", "seed": 0}),
+        (("cbp",), {"learning_rate": 1e-3, "seed": 0}),
+        (("cbp",), {"step": "gru", "seed": 0}),
     ]
-    results = [sweep.run_job(job) for job in jobs]  # in-process: same code as a worker
+    assert jobs[1].label == "bp step=gru seed=0"
+
+
+def test_a_key_on_two_axes_or_in_set_and_grid_is_refused():
+    with pytest.raises(sweep.SweepConfigError, match="config 'learning_rate' is set twice"):
+        sweep.plan("stream", [["learning_rate=1e-3"]], [0], updates={"learning_rate": 0.1})
+    with pytest.raises(sweep.SweepConfigError, match="config 'beta' is set twice"):
+        sweep.plan("stream", [["beta=0.1"], ["beta=0.2"]], [0])
+
+
+def test_one_run_written_two_ways_is_planned_once(tmp_path):
+    jobs = sweep.plan("stream", [["cbp", "method=cbp"]], [0])
+    assert len(jobs) == 2
+    assert len(sweep.resolve(jobs, tmp_path)) == 1
+
+
+def test_a_run_that_fails_in_its_worker_is_reported_and_never_raises(tmp_path):
+    """The body of every Ray task, in-process: a run that raises is FAILED with its error."""
+    updates = {
+        "seed": 0,
+        **{k: sweep.parse_value(v) for k, _, v in (s.partition("=") for s in TINY)},
+    }
+    jobs = [
+        sweep.Job("stream", ("bp",), {**updates, "beta": -1.0}),
+        sweep.Job("stream", ("bp",), updates),
+    ]
+    results = []
+    for job in jobs:
+        identity = _runs.identity("stream", sweep.full_config(job))
+        results.append(sweep.execute(job, identity, str(tmp_path)))
     assert results[0]["status"] == "FAILED" and "config 'beta'" in results[0]["error"]
     assert results[1]["status"] == "COMPLETED"
-    assert (tmp_path / "stream" / str(results[1]["id"]) / "metrics.json").is_file()
+    assert (results[1]["run_dir"] / "metrics.json").is_file()
+    # Run again, the finished run is skipped and the failed one started again beside it.
+    again = [
+        sweep.execute(job, _runs.identity("stream", sweep.full_config(job)), str(tmp_path))
+        for job in jobs
+    ]
+    assert again[1]["action"] == "skip" and again[1]["run_dir"] == results[1]["run_dir"]
+    assert again[0]["action"] == "start"
+    assert again[0]["run_dir"].name == f"{results[0]['run_dir'].name}.r1"
+    assert _runs.superseded_by(results[0]["run_dir"]) == again[0]["run_dir"].name
 
 
 def test_the_demo_runs_the_study_writes_figures_and_prints_a_summary(tmp_path, monkeypatch, capsys):
@@ -70,7 +103,7 @@ def test_the_demo_runs_the_study_writes_figures_and_prints_a_summary(tmp_path, m
     ):
         assert name in written, (name, written, out)
     assert "bp" in out and "cbp" in out and "halting step by n" in out
-    runs = [p for p in (tmp_path / "runs" / "stream").iterdir() if p.name.isdigit()]
+    runs = [p for p in (tmp_path / "runs" / "stream").iterdir() if not p.name.startswith("_")]
     assert len(runs) == 2
     methods = {json.loads((p / "config.json").read_text())["method"] for p in runs}
     assert methods == {"bp", "cbp"}
