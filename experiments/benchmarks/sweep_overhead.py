@@ -2,7 +2,7 @@
 sweep of them on a local Ray with 1 and with 2 workers.
 
     python -m experiments.benchmarks.sweep_overhead              # 3 rounds, rotated order
-    python -m experiments.benchmarks.sweep_overhead --rounds 5 --examples 40000
+    python -m experiments.benchmarks.sweep_overhead --rounds 5 --examples 8000
 
 Each round runs the three variants in a rotated order, each into a fresh runs folder:
 
@@ -20,6 +20,7 @@ with the figures, since other work on the machine shifts them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import tempfile
@@ -42,9 +43,13 @@ def sequential(batch: list[sweep.Job], root: Path) -> dict:
     began = time.perf_counter()
     try:
         for job in batch:
-            run = bit_flipping.ex.run(
-                named_configs=list(job.named_configs), config_updates=dict(job.config_updates)
-            )
+            # The runs' own output goes nowhere, as in a sweep (where it goes to cout.txt).
+            with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+                run = bit_flipping.ex.run(
+                    named_configs=list(job.named_configs),
+                    config_updates=dict(job.config_updates),
+                    options={"--loglevel": "WARNING"},
+                )
             assert run.status == "COMPLETED"
     finally:
         bit_flipping.ex.observers.remove(observer)
@@ -75,7 +80,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runs", type=int, default=8, help="runs per sweep (even)")
-    parser.add_argument("--examples", type=int, default=20000, help="examples per run")
+    parser.add_argument(
+        "--examples", type=int, default=2000, help="examples per run (2,000: about 2.5 s)"
+    )
     args = parser.parse_args(argv)
     batch = jobs(args.examples, args.runs)
     variants = {
