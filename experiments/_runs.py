@@ -143,10 +143,15 @@ def superseded_by(folder: Path) -> str | None:
 
 
 def mark_superseded(folder: Path, by: str) -> None:
-    """Record in ``folder``'s ``run.json`` that run ``by`` continues it."""
+    """Record in ``folder``'s ``run.json`` that run ``by`` continues it. A run still marked
+    RUNNING there died without saying so (no live process holds its lock, or it would not
+    be continued): it becomes INTERRUPTED, stopped at its last heartbeat."""
     path = Path(folder) / "run.json"
     record = _read_json(path) or {}
     record["superseded_by"] = by
+    if record.get("status") == "RUNNING":
+        record["status"] = "INTERRUPTED"
+        record["stop_time"] = record.get("heartbeat")
     _write_json(path, record)
 
 

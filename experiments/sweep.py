@@ -154,6 +154,8 @@ def state_of(root: Path, experiment: str, name: str, ident: str) -> tuple[str, P
     status = _runs.status_of(latest)
     if status == "COMPLETED":
         return "skip", latest, "COMPLETED"
+    if status == "RUNNING":
+        status = "killed: RUNNING without a live process"
     try:
         checkpoint = _runs.resume_checkpoint(latest)
     except ValueError:

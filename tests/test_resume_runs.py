@@ -74,6 +74,7 @@ def test_a_resumed_run_holds_the_whole_history_and_ends_like_an_unbroken_run(fin
     assert_same_metrics(metrics(folder), metrics(whole))
     assert record(folder)["result"] == pytest.approx(record(whole)["result"], nan_ok=True)
     assert _runs.superseded_by(killed) == "killed.r1"
+    assert _runs.status_of(killed) == "INTERRUPTED"  # it was RUNNING, with no live process
     assert _runs.superseded_by(folder) is None
     assert json.loads((folder / "info.json").read_text())["resumed_from"] == str(killed)
 

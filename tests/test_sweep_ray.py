@@ -115,7 +115,9 @@ def test_a_worker_killed_mid_run_is_retried_and_ends_like_an_unbroken_run(
     assert outcome["status"] == "COMPLETED"
     resumed = Path(outcome["run_dir"])
     assert resumed.name == f"{planned.name}.r1"
-    assert record(first)["status"] == "RUNNING"  # what a killed run leaves
+    # A killed run is left RUNNING; its resume marks it INTERRUPTED and superseded.
+    assert record(first)["status"] == "INTERRUPTED"
+    assert record(first)["stop_time"] == record(first)["heartbeat"]
     assert record(first)["superseded_by"] == resumed.name
     alone = one_by_one(stream_experiment.ex, jobs[0], observe(stream_experiment.ex))
     assert_same_metrics(metrics(resumed), metrics(alone))
@@ -180,6 +182,7 @@ def test_a_killed_sweep_run_again_skips_finished_runs_and_resumes_the_rest(tmp_p
         assert after[name.name] == "COMPLETED"
     assert after[f"{interrupted.name}.r1"] == "COMPLETED"
     assert _runs.superseded_by(interrupted) == f"{interrupted.name}.r1"
+    assert after[interrupted.name] == "INTERRUPTED"  # no longer RUNNING
     # Three seeds: three finished runs, one per identity, nothing twice.
     finished = [
         n for n, s in after.items() if s == "COMPLETED" and not _runs.superseded_by(tmp_path / n)
