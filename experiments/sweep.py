@@ -275,15 +275,15 @@ def headline(result) -> str:
 
 def summary(outcomes: list[dict]) -> list[str]:
     """The table printed at the end of a sweep: run, status, time, result or error."""
-    header = f"{'run':<40}{'folder':<18}{'status':<11}{'time':>8}  result"
+    header = f"{'run':<40}{'folder':<18}{'status':<17}{'time':>6}  result"
     lines = [header, "-" * (len(header) + 30)]
     for outcome in outcomes:
         folder = Path(outcome["run_dir"]).name if outcome.get("run_dir") else outcome["name"]
         status = outcome["status"] + (" (skip)" if outcome.get("action") == "skip" else "")
         shown = outcome.get("error") or headline(outcome.get("result"))
         lines.append(
-            f"{outcome['job'].label:<40}{folder:<18}{status:<11}"
-            f"{outcome.get('seconds', 0.0):>7.0f}s  {shown}"
+            f"{outcome['job'].label:<40}{folder:<18}{status:<17}"
+            f"{outcome.get('seconds', 0.0):>5.0f}s  {shown}"
         )
     return lines
 
