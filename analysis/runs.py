@@ -171,14 +171,22 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-def _read_run(label: str, folder: Path) -> dict[str, Any]:
+def _run_state(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A run's ``run.json`` and what selects it: its ``status`` and ``superseded_by``."""
     run = _read_json(folder / "run.json") or {}
+    return run, {
+        "status": run.get("status", "UNKNOWN"),
+        "superseded_by": run.get("superseded_by"),
+    }
+
+
+def _read_run(label: str, folder: Path) -> dict[str, Any]:
+    run, state = _run_state(folder)
     return {
         "run": label,
         "run_dir": str(folder),
         "experiment": (run.get("experiment") or {}).get("name"),
-        "status": run.get("status", "UNKNOWN"),
-        "superseded_by": run.get("superseded_by"),
+        **state,
         "start_time": run.get("start_time"),
         "stop_time": run.get("stop_time"),
         "config": _read_json(folder / "config.json") or {},
@@ -282,15 +290,18 @@ def load_runs(
     followed by the run's config flattened into ``config.<key>`` columns
     (``config.optimizer.lr``). No runs → an empty frame with the :data:`RUN_COLUMNS`.
     """
-    records = (_read_run(label, folder) for label, folder in _find_runs(roots))
-    return _frame_from_records(r for r in records if _kept(r, statuses, superseded))
-
-
-def _kept(record: dict, statuses, superseded: bool) -> bool:
     keep = _status_filter(statuses)
-    if keep is not None and record["status"] not in keep:
+    return _frame_from_records(
+        _read_run(label, folder)
+        for label, folder in _find_runs(roots)
+        if _kept(_run_state(folder)[1], keep, superseded)
+    )
+
+
+def _kept(state: dict[str, Any], keep: set[str] | None, superseded: bool) -> bool:
+    if keep is not None and state["status"] not in keep:
         return False
-    return superseded or record["superseded_by"] is None
+    return superseded or state["superseded_by"] is None
 
 
 def left_out(
@@ -300,11 +311,11 @@ def left_out(
 ) -> dict[str, list[str]]:
     """The runs :func:`load_runs` with the same arguments leaves out, by reason
     (``"superseded"``, or the status, e.g. ``"RUNNING"``): ``{reason: [run labels]}``."""
-    reasons: dict[str, list[str]] = {}
+    keep, reasons = _status_filter(statuses), {}
     for label, folder in _find_runs(roots):
-        record = _read_run(label, folder)
-        if not _kept(record, statuses, superseded):
-            reason = "superseded" if record["superseded_by"] is not None else record["status"]
+        state = _run_state(folder)[1]  # run.json only: no metrics are read
+        if not _kept(state, keep, superseded):
+            reason = "superseded" if state["superseded_by"] is not None else state["status"]
             reasons.setdefault(reason, []).append(label)
     return reasons
 

@@ -370,16 +370,28 @@ class History:
                 self.log(name, value, step)
 
 
+def _continuation(experiment: str, target: str | os.PathLike) -> tuple[dict, str]:
+    """What continuing ``target`` (a run folder, or a checkpoint file in one) runs: the
+    run's stored config with ``resume_from`` set to ``target``, and the name of the next
+    run of its chain (``7`` → ``7.r1``). ``ValueError`` when it cannot be continued
+    (:func:`check_resumable`)."""
+    target = Path(target)
+    if not target.exists():
+        raise ValueError(f"{target} does not exist")
+    config = stored_config(run_folder(target))
+    if config is None:
+        check_owner(target, experiment)
+        raise ValueError(f"{target}: no readable config.json; is it a run folder?")
+    config[RESUME_KEY] = str(target.absolute())
+    check_resumable(target, experiment, config)
+    return config, next_in_chain(run_folder(target))
+
+
 def resume(ex: Experiment, run_dir: str, options: dict | None = None):
     """Continue ``run_dir`` (a run folder, or a checkpoint file in one) as a new run with
     its stored config, stored beside it as the next run of its chain (``7`` → ``7.r1``).
     Refused before anything runs when :func:`check_resumable` refuses it."""
-    config = stored_config(run_folder(run_dir))
-    if config is None:
-        check_owner(run_dir, ex.path)
-        raise ValueError(f"{run_dir}: no readable config.json; is it a run folder?")
-    config[RESUME_KEY] = str(Path(run_dir).absolute())
-    check_resumable(run_dir, ex.path, config)
+    config, name = _continuation(ex.path, run_dir)
     added = None
     if not any(isinstance(o, FileStorageObserver) for o in ex.observers):
         added = RunFolderObserver(str(run_folder(run_dir).absolute().parent))
@@ -387,7 +399,7 @@ def resume(ex: Experiment, run_dir: str, options: dict | None = None):
     try:
         return ex.run(
             config_updates=config,
-            options={"--id": next_in_chain(run_folder(run_dir)), **(options or {})},
+            options={"--id": name, **(options or {})},
         )
     finally:
         if added is not None:
@@ -411,21 +423,13 @@ def resume_command(ex: Experiment, argv: list[str]) -> list[str]:
     target, flags = Path(argv[2]), argv[3:]
     if "with" in flags:
         raise ValueError(RESUME_USAGE.format(name=ex.path))
-    if not target.exists():
-        raise ValueError(f"{target} does not exist")
-    folder = run_folder(target)
-    config = stored_config(folder)
-    if config is None:
-        check_owner(target, ex.path)
-        raise ValueError(f"{target}: no readable config.json; is it a run folder?")
-    config[RESUME_KEY] = str(target.absolute())
-    check_resumable(target, ex.path, config)
+    config, name = _continuation(ex.path, target)
     return [
         argv[0],
         "with",
-        str((folder / "config.json").absolute()),
-        f"{RESUME_KEY}={str(target.absolute())!r}",
-        f"--id={next_in_chain(folder)}",
+        str((run_folder(target) / "config.json").absolute()),
+        f"{RESUME_KEY}={config[RESUME_KEY]!r}",
+        f"--id={name}",
         *flags,
     ]
 

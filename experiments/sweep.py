@@ -119,6 +119,7 @@ class PlannedRun:
     identity: str
     action: str  # "start", "resume", "skip" or "running" (alive in another process)
     folder: Path | None  # the newest folder of the run's chain, if any
+    root: Path  # the runs folder of its experiment (absolute)
     note: str = ""
 
     @property
@@ -182,9 +183,9 @@ def resolve(jobs: list[Job], root: Path | None = None, check_devices: bool = Tru
         if ident in seen:
             continue
         seen[ident] = job
-        where = Path(root) if root is not None else _runs.runs_root(job.experiment)
+        where = Path(root).absolute() if root is not None else _runs.runs_root(job.experiment)
         action, folder, note = state_of(where, job.experiment, ident[:12], ident)
-        planned.append(PlannedRun(job, config, ident, action, folder, note))
+        planned.append(PlannedRun(job, config, ident, action, folder, where, note))
     return planned
 
 
@@ -320,25 +321,12 @@ def run_sweep(
     if workers < 1:
         raise ValueError(f"workers must be ≥ 1, got {workers}")
     planned = resolve(jobs, root, check_devices=address is None)
-    roots = {
-        run.identity: Path(root).absolute()
-        if root is not None
-        else _runs.runs_root(run.job.experiment)
+    # Finished runs are reported here, by the same code a worker would run for them.
+    outcomes = {
+        run.identity: execute(run.job, run.identity, str(run.root))
         for run in planned
+        if run.action == "skip"
     }
-    outcomes: dict[str, dict] = {}
-    for run in planned:
-        if run.action == "skip":
-            record = json.loads((run.folder / "run.json").read_text())
-            outcomes[run.identity] = {
-                "job": run.job,
-                "name": run.name,
-                "action": "skip",
-                "status": "COMPLETED",
-                "run_dir": run.folder,
-                "result": record.get("result"),
-                "seconds": 0.0,
-            }
     todo = [run for run in planned if run.identity not in outcomes]
     log(
         f"sweep: {len(planned)} runs ({len(outcomes)} COMPLETED before, skipped), "
@@ -346,17 +334,17 @@ def run_sweep(
         + ("" if address is None else f" on the Ray cluster at {address}")
     )
     if todo:
-        outcomes.update(_run_on_ray(todo, roots, workers, address, mongo, retries, progress))
+        outcomes.update(_run_on_ray(todo, workers, address, mongo, retries, progress))
     ordered = [outcomes[run.identity] for run in planned]
     for line in summary(ordered):
         log(line)
     failed = sum(o["status"] != "COMPLETED" for o in ordered)
     log(f"{len(ordered) - failed} completed, {failed} not")
-    _write_record(planned, ordered, roots)
+    _write_record(planned, ordered)
     return ordered
 
 
-def _run_on_ray(todo, roots, workers, address, mongo, retries, progress) -> dict[str, dict]:
+def _run_on_ray(todo, workers, address, mongo, retries, progress) -> dict[str, dict]:
     import ray
     from tqdm import tqdm
 
@@ -372,7 +360,7 @@ def _run_on_ray(todo, roots, workers, address, mongo, retries, progress) -> dict
             num_gpus=gpus,
             max_retries=retries,
             retry_exceptions=False,
-        ).remote(run.job, run.identity, str(roots[run.identity]), mongo)
+        ).remote(run.job, run.identity, str(run.root), mongo)
         pending[ref] = run
     bar = tqdm(total=len(todo), unit="run", desc="sweep", file=sys.stderr, disable=not progress)
     shown = ""
@@ -395,7 +383,7 @@ def _run_on_ray(todo, roots, workers, address, mongo, retries, progress) -> dict
                     }
                 outcomes[run.identity] = outcome
             done = sum(o["status"] == "COMPLETED" for o in outcomes.values())
-            running = sum(_alive(roots[r.identity], r.name) for r in pending.values())
+            running = sum(_alive(r.root, r.name) for r in pending.values())
             counts = f"done {done}, running {running}, failed {len(outcomes) - done}"
             if ready or counts != shown:
                 bar.set_postfix_str(shown := counts, refresh=False)
@@ -420,11 +408,11 @@ def _alive(root: Path, name: str) -> bool:
     return bool(links) and _runs.lock_holder(links[-1]) is not None
 
 
-def _write_record(planned: list[PlannedRun], outcomes: list[dict], roots: dict) -> None:
+def _write_record(planned: list[PlannedRun], outcomes: list[dict]) -> None:
     """The summary as JSON under ``<root>/_sweeps/`` (the command line included)."""
     by_root: dict[Path, list[dict]] = {}
     for run, outcome in zip(planned, outcomes, strict=True):
-        by_root.setdefault(roots[run.identity], []).append(
+        by_root.setdefault(run.root, []).append(
             {
                 "run": run.job.label,
                 "named_configs": list(run.job.named_configs),

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from run_folders import assert_same_metrics, metrics, record
 from tiny_configs import BIT_FLIPPING, PARITY, STREAM
 
 from experiments import _runs
@@ -21,22 +22,6 @@ EXPERIMENTS = {
     "parity": (parity_experiment.ex, {**PARITY, "train_steps": 6, "seed": 2}),
     "bit_flipping": (bit_flipping_experiment.ex, {**BIT_FLIPPING, "seed": 2}),
 }
-
-
-def metrics(folder: Path) -> dict:
-    logged = json.loads((folder / "metrics.json").read_text())
-    return {name: {k: v for k, v in e.items() if k != "timestamps"} for name, e in logged.items()}
-
-
-def record(folder: Path) -> dict:
-    return json.loads((folder / "run.json").read_text())
-
-
-def assert_same_metrics(actual: dict, expected: dict) -> None:
-    assert actual.keys() == expected.keys()
-    for name, entry in expected.items():
-        assert actual[name]["steps"] == entry["steps"], name
-        assert actual[name]["values"] == pytest.approx(entry["values"], abs=1e-9, nan_ok=True), name
 
 
 def killed_copy(folder: Path, name: str) -> Path:

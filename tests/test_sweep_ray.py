@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from run_folders import assert_same_metrics, metrics, record
 from tiny_configs import BIT_FLIPPING, STREAM
 
 from experiments import _runs, sweep
@@ -37,23 +38,6 @@ def local_ray():
     yield
     if started:
         ray.shutdown()
-
-
-def metrics(folder: Path) -> dict:
-    """A run's logged metrics (steps and values; not when they were logged)."""
-    logged = json.loads((folder / "metrics.json").read_text())
-    return {name: {k: v for k, v in e.items() if k != "timestamps"} for name, e in logged.items()}
-
-
-def record(folder: Path) -> dict:
-    return json.loads((folder / "run.json").read_text())
-
-
-def assert_same_metrics(actual: dict, expected: dict) -> None:
-    assert actual.keys() == expected.keys()
-    for name, entry in expected.items():
-        assert actual[name]["steps"] == entry["steps"], name
-        assert actual[name]["values"] == pytest.approx(entry["values"], abs=1e-9, nan_ok=True), name
 
 
 def one_by_one(ex, job: sweep.Job, root: Path) -> Path:
