@@ -21,8 +21,8 @@ install: $(STAMP)
 demo: $(STAMP) fashion-mnist
 	PYTHONUNBUFFERED=1 $(BIN)/python -m experiments.demo
 
-# Every figure from every stream run so far: `make report RUNS=runs/stream FIGURES=figures`.
-RUNS    ?= runs/stream
+# Every figure from every run so far (stream, parity, bit_flipping): `make report RUNS=runs FIGURES=figures`.
+RUNS    ?= runs
 FIGURES ?= figures
 report: $(STAMP)
 	$(BIN)/python -m analysis.report $(RUNS) --out $(FIGURES)

@@ -5,20 +5,28 @@ A Sacred ``FileStorageObserver`` writes one folder per run, ``<root>/<id>/``, ho
 name), ``metrics.json`` (``{name: {"steps": [...], "values": [...], "timestamps": [...]}}``)
 and ``_sources/`` (ignored). :func:`load_runs` turns any number of such folders into one
 long frame, one row per run × metric name × step, and parses each metric name with the
-naming scheme of the ``stream`` experiment::
+naming scheme every experiment logs in::
 
     <group>.<metric>[.d<level>][.exp<NNN>]
 
-``group`` is ``train``, ``eval``, ``plasticity`` or ``stream``; ``step`` is the 0-based
-index of the experience just trained; ``.exp<NNN>`` names the evaluated experience and
-``.d<level>`` a difficulty level (``eval.halting_step.d3.exp002``). The helpers below
-(:func:`per_experience`, :func:`accuracy_matrix`, :func:`final_forgetting`,
-:func:`summarise`) take that frame and return smaller frames that the figures in
+``group`` is ``train``, ``eval``, ``plasticity``, ``stream`` (stream), or
+``interpolation`` / ``extrapolation`` (parity); ``.exp<NNN>`` names the evaluated
+experience and ``.d<level>`` a difficulty level (``eval.halting_step.d3.exp002``; parity's
+``eval.accuracy.d5`` for k = 5). ``step`` is the experience just trained (stream), the
+examples seen (bit_flipping) or the update (parity).
+
+Runs are averaged only with repeats of their configuration: :func:`varying_keys` lists the
+config keys that differ between runs (those in :data:`NOT_A_DIFFERENCE`, the seed first,
+aside), :func:`run_groups` gives each run its group, refusing an explicit grouping that
+would pool different configurations, and :func:`where` selects runs by config values. The
+helpers below (:func:`per_experience`, :func:`accuracy_matrix`, :func:`final_forgetting`,
+:func:`summarise`) take the frame and return smaller frames that the figures in
 :mod:`analysis.plots` are drawn from.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import re
@@ -31,18 +39,28 @@ import pandas as pd
 
 __all__ = [
     "METRIC_NAME",
+    "NOT_A_DIFFERENCE",
     "RUN_COLUMNS",
     "MissingMetricError",
     "accuracy_matrix",
+    "count_runs",
     "final_forgetting",
     "flatten_config",
+    "format_value",
+    "group_label",
     "left_out",
     "load_configs",
     "load_runs",
     "mongo_runs",
     "parse_metric_name",
+    "parse_value",
     "per_experience",
+    "run_groups",
+    "run_table",
     "summarise",
+    "varying_keys",
+    "where",
+    "with_difficulty",
 ]
 
 METRIC_NAME = re.compile(
@@ -105,15 +123,24 @@ def parse_metric_name(name: str) -> tuple[str, str, float, float]:
 
 
 def flatten_config(config: dict[str, Any], prefix: str = "config.") -> dict[str, Any]:
-    """Nested config → ``{"config.optimizer.lr": 0.01, ...}``; lists become tuples so that
-    the columns can be grouped on."""
+    """Nested config → ``{"config.optimizer.lr": 0.01, ...}``; values are made hashable so
+    that runs can be grouped on them: lists become tuples, dicts inside lists tuples of
+    items, an empty dict None."""
     flat: dict[str, Any] = {}
     for key, value in config.items():
         if isinstance(value, dict) and value:
             flat.update(flatten_config(value, f"{prefix}{key}."))
         else:
-            flat[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
+            flat[f"{prefix}{key}"] = _hashable(value)
     return flat
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return tuple((k, _hashable(v)) for k, v in value.items()) or None
+    return value
 
 
 # ---------------------------------------------------------------- finding run folders
@@ -393,6 +420,246 @@ def _isoformat(value: Any) -> Any:
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
+# ---------------------------------------------------------------- which runs may be averaged
+
+#: Flattened config keys in which repeats of one configuration may differ, each with why;
+#: every other key that differs between two runs makes them runs of different configurations.
+NOT_A_DIFFERENCE: dict[str, str] = {
+    "config.seed": "repeats of one configuration differ in the seed: the spread is over it",
+    "config.stream_seed": "draws the stream's data, a repeat over it is a repeat like the seed",
+    "config.resume_from": "a resumed run continues its original's configuration",
+    "config.num_threads": "CPU threads change how fast a run goes, not what it learns",
+    "config.device": "where a run ran (cpu, cuda), not what it ran",
+    "config.fashion_root": "the folder the Fashion-MNIST files were read from",
+}
+
+# Keys that name what a figure compares come first in labels, the rest alphabetically.
+_LEADING_KEYS = ("experiment", "config.method", "config.model")
+# Groups are ordered by value, these known methods and models in this order first.
+_VALUE_ORDER = (
+    *("bp", "cbp", "l2", "shrink_perturb", "l2_init", "redo", "upgd", "linear"),
+    *("pondernet", "act", "fixed"),
+)
+
+#: A figure's or table's grouping: ``"auto"``, a column, a list of columns, or None.
+Hue = str | Sequence[str] | None
+
+
+def run_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per run of a :func:`load_runs` frame, indexed by ``run``: its ``experiment``
+    and ``config.*`` columns."""
+    columns = [c for c in ("experiment",) if c in frame]
+    columns += [c for c in frame.columns if c.startswith("config.")]
+    return frame.drop_duplicates("run").set_index("run")[columns]
+
+
+def _values(column: pd.Series) -> pd.Series:
+    """A column's values with every missing one (NaN from a key a run lacks, or None) as
+    None, so that missing counts as one value."""
+    return column.astype(object).where(column.notna(), None)
+
+
+def _key_order(key: str) -> tuple[int, str]:
+    return (_LEADING_KEYS.index(key) if key in _LEADING_KEYS else len(_LEADING_KEYS), key)
+
+
+def varying_keys(frame: pd.DataFrame, ignore: Iterable[str] = tuple(NOT_A_DIFFERENCE)) -> list[str]:
+    """The columns whose values differ between the runs of ``frame``: ``experiment`` when
+    runs of several experiments are mixed, and every ``config.*`` key outside ``ignore``
+    (by default :data:`NOT_A_DIFFERENCE`). A key some runs lack counts as differing. Ordered
+    ``experiment``, ``config.method``, ``config.model``, then alphabetically."""
+    return _varying(run_table(frame), set(ignore))
+
+
+def _varying(runs: pd.DataFrame, ignore: set[str]) -> list[str]:
+    keys = [k for k in runs if k not in ignore and len(_counts(runs[k])) > 1]
+    return sorted(keys, key=_key_order)
+
+
+def format_value(value: Any) -> str:
+    """A config value as :func:`where` reads it back: ``16`` for an integral float (a key
+    some runs lack turns ints into floats), the shortest round-trip repr for other floats,
+    ``None`` for a missing value."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "None"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def group_label(values: dict[str, Any]) -> str:
+    """``{"config.method": "cbp", "config.stream": "parity"}`` → ``method=cbp,
+    stream=parity``: keys without their ``config.`` prefix, in the given order; each item is
+    a :func:`where` condition."""
+    return ", ".join(
+        f"{key.removeprefix('config.')}={format_value(v)}" for key, v in values.items()
+    )
+
+
+def _column(columns: Sequence[str], key: str) -> str:
+    """The column a user's key names among ``columns``: the key itself or ``config.<key>``."""
+    for column in (key, f"config.{key}"):
+        if column in columns:
+            return column
+    available = sorted(c.removeprefix("config.") for c in columns)
+    raise ValueError(f"no key {key!r} in the runs; the keys are {available}")
+
+
+def _value_order(value: Any) -> tuple[int, int, Any]:
+    if value is None:
+        return (len(_VALUE_ORDER) + 1, 0, 0)
+    if isinstance(value, str) and value in _VALUE_ORDER:
+        return (_VALUE_ORDER.index(value), 0, 0)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (len(_VALUE_ORDER), 0, float(value))
+    return (len(_VALUE_ORDER), 1, str(value))
+
+
+def _refuse_pooling(runs: pd.DataFrame, keys: list[str], pool: list[str], argument: str) -> None:
+    """Raise when runs differ in a key outside the group ``keys`` and ``pool``: their mean
+    would average different configurations."""
+    ignore = {*NOT_A_DIFFERENCE, *keys, *pool}
+    outside = _varying(runs, ignore)
+    if not outside:
+        return
+    differences = "; ".join(
+        f"{k.removeprefix('config.')}: "
+        + ", ".join(f"{format_value(v)} ({count_runs(n)})" for v, n in _counts(runs[k]))
+        for k in outside
+    )
+    example = (
+        f"{outside[0].removeprefix('config.')}={format_value(_counts(runs[outside[0]])[0][0])}"
+    )
+    shown = [k.removeprefix("config.") for k in keys] or None
+    short = [k.removeprefix("config.") for k in outside]
+    raise ValueError(
+        f"the runs differ outside {argument}={shown} in {differences}; a mean over them would "
+        f"mix configurations. Use {argument}='auto' (one group per configuration), select runs "
+        f"with where(frame, {example!r}) (--where {example}), or pool them on purpose with "
+        f"pool={tuple(short)!r} (--pool {','.join(short)})"
+    )
+
+
+def count_runs(n: int) -> str:
+    """``1 run``, ``3 runs``: how figures and tables say how many runs a group holds."""
+    return f"{n} run" if n == 1 else f"{n} runs"
+
+
+def _counts(column: pd.Series) -> list[tuple[Any, int]]:
+    counts: dict[Any, int] = {}
+    for value in _values(column):
+        counts[value] = counts.get(value, 0) + 1
+    return sorted(counts.items(), key=lambda item: _value_order(item[0]))
+
+
+def run_groups(
+    frame: pd.DataFrame,
+    hue: Hue = "auto",
+    pool: Sequence[str] = (),
+    argument: str = "hue",
+) -> pd.DataFrame:
+    """Which group each run of ``frame`` is averaged in, refusing to average runs of
+    different configurations.
+
+    ``hue="auto"``: one group per combination of the :func:`varying_keys` (outside
+    ``pool``); when none varies, one group labelled by ``config.method`` or
+    ``config.model`` if the runs have one. A column or list of columns (``"method"`` is
+    ``config.method``): one group per combination of them, and a ValueError naming the keys
+    and values when runs also differ in a key outside them and ``pool``. ``None``: all runs
+    in one group, with the same check. ``pool`` names keys to average over on purpose
+    (``("config.learning_rate",)``). ``argument`` is the parameter name the error mentions.
+
+    Returns one row per run, indexed by ``run``, ordered by group (known methods and models
+    first, then by value): the group key columns and ``group``, the :func:`group_label`.
+    """
+    runs = run_table(frame)
+    columns = list(runs.columns)
+    pooled = [_column(columns, key) for key in ([pool] if isinstance(pool, str) else pool)]
+    if isinstance(hue, str) and hue == "auto":
+        keys = _varying(runs, {*NOT_A_DIFFERENCE, *pooled})
+        if not keys:
+            keys = [k for k in _LEADING_KEYS[1:] if k in runs][:1]
+    else:
+        named = [] if hue is None else [hue] if isinstance(hue, str) else list(hue)
+        keys = list(dict.fromkeys(_column(columns, key) for key in named))
+        _refuse_pooling(runs, keys, pooled, argument)
+    table = runs[keys].apply(_values) if keys else pd.DataFrame(index=runs.index)
+    order = sorted(
+        range(len(table)),
+        key=lambda i: ([_value_order(v) for v in table.iloc[i]], table.index[i]),
+    )
+    table = table.iloc[order]
+    labels = [group_label(dict(zip(keys, row, strict=True))) for row in table.itertuples(False)]
+    return table.assign(group=labels if keys else "all runs")
+
+
+# ---------------------------------------------------------------- selecting runs
+
+
+def parse_value(text: str) -> Any:
+    """A config value typed on a command line: ``3`` → 3, ``1e-3`` → 0.001, ``true`` /
+    ``false`` → bool, ``None`` / ``null`` → None, ``(3, 4)`` / ``[3, 4]`` → a tuple (lists
+    are tuples in the frame), anything else the string itself (quotes optional)."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+        return text.strip()
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _equal(a: Any, b: Any) -> bool:
+    """``a == b`` as Python compares (``16 == 16.0``); False where they cannot be compared."""
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
+
+
+def _matches(column: pd.Series, value: Any) -> pd.Series:
+    if value is None:
+        return column.isna()  # a None config value and a key the run lacks alike
+    return column.map(lambda v: _equal(v, value)).astype(bool)
+
+
+def where(frame: pd.DataFrame, *conditions: str, **equals: Any) -> pd.DataFrame:
+    """The rows of the runs of ``frame`` that match every condition.
+
+    ``conditions`` are ``"key=value"`` strings (``"stream=stability"``, ``"optimizer.lr=1e-3"``;
+    the ``config.`` prefix is optional, ``experiment`` and ``status`` work too), the value
+    read by :func:`parse_value`; ``equals`` are the same as keywords with typed values
+    (``method="cbp"``). An unknown key raises a KeyError listing the keys; a value no run
+    has raises a ValueError listing the values the runs have.
+    """
+    items = []
+    for condition in conditions:
+        key, sign, text = condition.partition("=")
+        if not sign or not key.strip():
+            raise ValueError(f"condition {condition!r} is not key=value, e.g. 'method=cbp'")
+        items.append((key.strip(), parse_value(text)))
+    items += list(equals.items())
+    columns = [*run_table(frame).columns, *(c for c in ("run", "status") if c in frame)]
+    selected, chosen = frame, []
+    for key, value in items:
+        column = _column(columns, key)
+        matched = selected[_matches(selected[column], value)]
+        if matched.empty:
+            runs = f"no run with {', '.join(chosen)}" if chosen else "no run"
+            they = "they have" if chosen else "the runs have"
+            present = [format_value(v) for v, _ in _counts(selected.drop_duplicates("run")[column])]
+            raise ValueError(
+                f"{runs} has {column.removeprefix('config.')}={format_value(value)}; "
+                f"{they} {column.removeprefix('config.')} in {present}"
+            )
+        selected = matched
+        chosen.append(f"{column.removeprefix('config.')}={format_value(value)}")
+    return selected
+
+
 # ---------------------------------------------------------------- per-experience views
 
 
@@ -491,26 +758,25 @@ def final_forgetting(
 def summarise(
     frame: pd.DataFrame,
     metrics: str | Sequence[str] = "eval.accuracy",
-    by: Sequence[str] = ("config.method",),
+    by: Hue = "auto",
     at: Literal["final", "mean"] | int = "final",
+    pool: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """Mean ± std over runs (seeds) of one value per run, grouped by the ``by`` columns.
+    """Mean ± std over runs (seeds) of one value per run, one row per group of runs.
 
     ``metrics`` are full names (``"eval.accuracy"``, ``"plasticity.effective_rank"``); a
     run's value is the one at its last logged step (``at="final"``), the mean over its
-    steps (``"mean"``) or the value at step ``at``. Runs that differ in columns outside
-    ``by`` (seed, but also model or stream if left out) are pooled.
+    steps (``"mean"``) or the value at step ``at``. Groups are those of :func:`run_groups`:
+    ``by="auto"`` gives one per configuration (every key that varies, seed aside); named
+    columns (``("config.model", "config.method")``) raise a ValueError when runs also
+    differ outside them, unless ``pool`` names those keys.
 
-    Returns one row per group with columns ``(<metric>, "mean" | "std" | "n")``; std is NaN
-    for a single run, n counts the runs.
+    Returns one row per group, indexed by the group keys (``"group"`` when there are none),
+    with columns ``(<metric>, "mean" | "std" | "runs")``; std is NaN for a single run.
     """
     names = [metrics] if isinstance(metrics, str) else list(metrics)
-    by = list(by)
-    if not by:
-        raise ValueError("summarise needs at least one column in by, e.g. ('config.method',)")
-    absent = [c for c in by if c not in frame]
-    if absent:
-        raise ValueError(f"no column {absent} in the frame; group by one of {list(frame)}")
+    groups = run_groups(frame, by, pool, argument="by")
+    keys = [c for c in groups.columns if c != "group"] or ["group"]
     tables = {}
     for name in names:
         rows = frame[frame["name"] == name]
@@ -520,7 +786,7 @@ def summarise(
             rows = rows[rows["step"] == rows.groupby("run")["step"].transform("max")]
         elif at != "mean":
             rows = rows[rows["step"] == at]
-        per_run = rows.groupby([*by, "run"], dropna=False)["value"].mean()
-        grouped = per_run.groupby(level=list(range(len(by))), dropna=False)
-        tables[name] = grouped.agg(["mean", "std", "count"]).rename(columns={"count": "n"})
+        per_run = groups.join(rows.groupby("run")["value"].mean(), how="inner")
+        grouped = per_run.groupby(keys, sort=False, dropna=False)["value"]
+        tables[name] = grouped.agg(["mean", "std", "count"]).rename(columns={"count": "runs"})
     return pd.concat(tables, axis=1)

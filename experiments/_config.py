@@ -8,18 +8,32 @@ them as a config hook (which runs before Sacred seeds its RNGs and before it rej
 unknown keys): a key that is no key of the experiment fails with the closest valid key
 suggested, and ``seed`` must be an integer in :data:`SEED_RANGE` (Sacred fails on other
 values inside numpy, or with an ``AssertionError``, without naming the key).
+
+:func:`guard` also makes the config scope the whole documentation: ``print_config`` shows
+each key's whole comment (Sacred shows only the line of the key, and our scopes continue
+long comments on lines starting ``#   ``), and ``print_named_configs`` describes every
+named config (Sacred shows only docstrings; ours have leading comments, and those
+:func:`choice_configs` makes get a description of the value they set).
 """
 
 from __future__ import annotations
 
+import ast
 import difflib
+import inspect
+import io
 import os
+import pprint
+import textwrap
+import tokenize
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 from sacred import Experiment
+from sacred import commands as sacred_commands
+from sacred.config.config_scope import ConfigScope
 from sacred.utils import ConfigAddedError
 
 from experiments._runs import check_resumable
@@ -235,15 +249,141 @@ def _pre_sacred_checks(ex: Experiment) -> Callable:
 def guard(ex: Experiment) -> Experiment:
     """Install, once, the checks that must precede Sacred's handling of the config (see
     the module docstring): they then apply to the command line, ``ex.run(...)``, ``resume``
-    and sweeps alike. Returns ``ex``."""
+    and sweeps alike; and replace ``print_config`` and ``print_named_configs`` by versions
+    that show whole comments. Returns ``ex``."""
     if not getattr(ex, "_ponderlife_guarded", False):
         ex.config_hook(_pre_sacred_checks(ex))
+        _document_commands(ex)
         ex._ponderlife_guarded = True
     return ex
 
 
+#: What each value of a key that :func:`choice_configs` makes named configs of means, for
+#: ``print_named_configs`` (shared: stream, parity and bit_flipping use the same names).
+CHOICES = {
+    "method": {
+        "bp": "plain backprop, no plasticity method",
+        "cbp": "continual backprop: replace mature low-utility units (Dohare et al.)",
+        "l2": "decoupled weight decay towards zero after every update",
+        "shrink_perturb": "shrink the weights and add Gaussian noise after every update "
+        "(Ash & Adams)",
+        "l2_init": "decoupled pull towards the initial weights (Kumar et al.)",
+        "redo": "recycle τ-dormant units every redo_every updates (ReDo, Sokar et al.)",
+        "upgd": "utility-gated perturbed gradient descent, its own optimizer (Elsayed & Mahmood)",
+    },
+    "model": {
+        "pondernet": "PonderNet, a learned halting distribution over the steps (Banino et al.)",
+        "act": "Adaptive Computation Time (Graves)",
+        "fixed": "the step function unrolled fixed_steps times, no halting",
+    },
+}
+
+
 def choice_configs(ex, key: str, choices: Iterable[str], extra: dict | None = None) -> None:
     """One named config per allowed value of ``key`` (``with cbp`` sets ``method="cbp"``),
-    plus any ``extra`` settings for a value (``{"upgd": {"learning_rate": 1e-2}}``)."""
+    plus any ``extra`` settings for a value (``{"upgd": {"learning_rate": 1e-2}}``). Each
+    is described for ``print_named_configs`` as ``method = cbp: <what it is>`` (from
+    :data:`CHOICES`), with the extra settings it adds."""
     for value in choices:
-        ex.add_named_config(value, {key: value, **(extra or {}).get(value, {})})
+        settings = (extra or {}).get(value, {})
+        ex.add_named_config(value, {key: value, **settings})
+        meaning = CHOICES.get(key, {}).get(value)
+        doc = f"{key} = {value}" + (f": {meaning}" if meaning else "")
+        if settings:
+            doc += "; also " + ", ".join(f"{k} = {v!r}" for k, v in settings.items())
+        # Sacred prints a named config's __doc__; a ConfigDict has none of its own.
+        ex.named_configs[value].__doc__ = doc
+
+
+# ---- print_config and print_named_configs: whole comments -------------------------------
+
+#: How our config scopes continue a key's comment on the lines below it.
+CONTINUATION = "#   "
+#: Sacred's print_config puts a short key's comment in this column.
+_DOC_COLUMN = 37
+
+
+def _source(function: Callable) -> tuple[ast.FunctionDef, list[str], dict[int, str]]:
+    """A function's definition, its source lines and its comments by line (1-based)."""
+    source = textwrap.dedent(inspect.getsource(function))
+    comments = {
+        token.start[0]: token.string
+        for token in tokenize.generate_tokens(io.StringIO(source).readline)
+        if token.type == tokenize.COMMENT
+    }
+    return ast.parse(source).body[0], source.splitlines(), comments
+
+
+def _continued(lines: list[str], after: int) -> list[str]:
+    """The ``#   `` comment lines right below line ``after`` (1-based), as text."""
+    found = []
+    for line in lines[after:]:
+        if not line.strip().startswith(CONTINUATION):
+            break
+        found.append(line.strip()[1:].strip())
+    return found
+
+
+def key_comments(scope: ConfigScope) -> dict[str, list[str]]:
+    """Every key's whole comment in a config scope, one entry per source line: the line
+    Sacred takes (the comment on the key's line), then the ``#   `` lines below it. A
+    standalone ``# seed ...`` comment documents Sacred's own key ``seed``, which no scope
+    assigns (Sacred's doc for it is generic)."""
+    # ConfigScope keeps its function and Sacred's docs (the first lines) in private
+    # attributes, with no public accessor (Sacred 0.8.7, pinned in constraints.txt).
+    function, lines, comments = _source(scope._func)
+    documented: dict[str, list[str]] = {}
+    for statement in function.body:
+        if isinstance(statement, ast.Assign):
+            for target in statement.targets:
+                name = getattr(target, "id", None)
+                if name is None or name in documented or name not in scope._var_docs:
+                    continue  # only the first assignment, as Sacred; undocumented: as is
+                first = scope._var_docs[name]
+                # The continuation follows the whole statement (a value may span lines).
+                documented[name] = [first, *_continued(lines, statement.end_lineno)]
+    for number, comment in comments.items():
+        text = comment[1:].strip()
+        if text.split(" ", 1)[0] == "seed" and lines[number - 1].strip() == comment:
+            documented["seed"] = [text, *_continued(lines, number)]
+    return documented
+
+
+def _multiline_doc(comment: list[str], key: str, value) -> str:
+    """``comment`` as Sacred's print_config doc: the first line where Sacred puts it, the
+    others below it, aligned and marked ``#   `` as in the source."""
+    assign = f"  {key} = {pprint.PrettyPrinter().pformat(value)}"
+    column = _DOC_COLUMN if len(assign) <= _DOC_COLUMN - 2 else len(assign) + 4
+    return comment[0] + "".join(f"\n{' ' * column}{CONTINUATION}{line}" for line in comment[1:])
+
+
+def leading_comment(scope: ConfigScope) -> str:
+    """The comment lines that open a named config's body, joined into one line."""
+    function, lines, _ = _source(scope._func)
+    head = [line.strip() for line in lines[function.lineno : function.body[0].lineno - 1]]
+    return " ".join(line.lstrip("#").strip() for line in head if line.startswith("#"))
+
+
+def _document_commands(ex: Experiment) -> None:
+    """Replace Sacred's print_config and print_named_configs (registered by Experiment)
+    by versions that show the whole comments. Both read the scopes when they run, so they
+    see every scope and named config added after :func:`guard`."""
+
+    def print_config(_run):
+        """Print the configuration, each key with its whole comment, and exit."""
+        docs = _run.config_modifications.docs
+        for scope in ex.configurations:
+            for key, comment in key_comments(scope).items():
+                if key in _run.config:
+                    docs[key] = _multiline_doc(comment, key, _run.config[key])
+        sacred_commands.print_config(_run)
+
+    def print_named_configs():
+        """Print the named configs, each with its description, and exit."""
+        for named in ex.named_configs.values():
+            if not (named.__doc__ or "").strip() and isinstance(named, ConfigScope):
+                named.__doc__ = leading_comment(named)
+        sacred_commands.print_named_configs(ex)()
+
+    ex.command(print_config, unobserved=True)
+    ex.command(print_named_configs, unobserved=True)

@@ -31,6 +31,7 @@ import torch
 from sacred import Experiment
 from sacred.observers import FileStorageObserver
 
+from experiments import _tensorboard
 from ponderlife import configure_threads
 
 try:
@@ -436,7 +437,9 @@ def resume_command(ex: Experiment, argv: list[str]) -> list[str]:
 
 def main(ex: Experiment, argv: list[str] | None = None) -> None:
     """Command line: ``resume <run> [Sacred flags]``, or Sacred's own commands, with runs
-    stored under :func:`runs_root` (a resumed run beside the run it continues)."""
+    stored under :func:`runs_root` (a resumed run beside the run it continues). Every
+    experiment's command line also takes ``--tensorboard DIR`` (:mod:`experiments._tensorboard`)."""
+    _tensorboard.add_option(ex)
     argv = list(sys.argv if argv is None else argv)
     root = runs_root(ex.path)
     if len(argv) >= 2 and argv[1] == "resume":

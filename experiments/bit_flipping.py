@@ -7,12 +7,18 @@
     python -m experiments.bit_flipping resume runs/bit_flipping/3
 
 One example per update (batch 1), as in the reference. Every ``bin_size`` examples the run
-logs the bin's mean squared error (``stream.squared_error``), diagnostics of the hidden
-layer on a fixed probe batch (``probe.dead_fraction``, ``probe.dormant_fraction``,
-``probe.effective_rank``, ``probe.approximate_rank``, ``probe.stable_rank``,
-``probe.feature_norm``), ``model.weight_magnitude``, ``model.gradient_norm`` and
-``method.units_replaced`` (cumulative), and writes a checkpoint. Runs are stored under
-``runs/bit_flipping/<id>/``.
+logs, at step = examples seen so far, plain floats named like the stream study's
+(``<group>.<metric>``): the bin's mean squared error ``train.squared_error``; diagnostics
+of the hidden layer on a fixed probe batch, ``plasticity.dead_fraction``,
+``plasticity.dormant_fraction``, ``plasticity.effective_rank``,
+``plasticity.approximate_rank``, ``plasticity.stable_rank``, ``plasticity.feature_norm``
+(none for the linear learner); ``plasticity.weight_magnitude``,
+``plasticity.gradient_norm`` (of the bin's last update) and ``plasticity.units_replaced``
+(cumulative). It prints a progress line ending ``(<elapsed>, ETA <left>)`` and writes a
+checkpoint. Runs are stored under ``runs/bit_flipping/<id>/``; a run resumed from a
+checkpoint of before these names (``stream.squared_error``, ``probe.*``, ``model.*``,
+``method.units_replaced``) re-logs its history under the old names and continues under
+the new ones.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from torch import nn
 
 from experiments import _runs
 from experiments._config import check, choice_configs, guard
+from experiments._progress import timing
 from experiments._runs import run_directory
 from ponderlife import ContinualBackprop, diagnostics
 from ponderlife.baselines import L2, UPGD, L2Init, ReDo, ShrinkPerturb
@@ -199,7 +206,7 @@ def units_replaced(method) -> float:
 
 @torch.no_grad()
 def probe_metrics(model: nn.Sequential, probe: torch.Tensor) -> dict[str, float]:
-    metrics = {"model.weight_magnitude": diagnostics.average_weight_magnitude(model)}
+    metrics = {"plasticity.weight_magnitude": diagnostics.average_weight_magnitude(model)}
     if len(model) == 1:
         return metrics
     model.eval()  # so plasticity methods do not record the probe as a training forward
@@ -207,10 +214,10 @@ def probe_metrics(model: nn.Sequential, probe: torch.Tensor) -> dict[str, float]
     model.train()
     metrics.update(
         {
-            "probe.dead_fraction": diagnostics.dead_fraction(hidden),
-            "probe.dormant_fraction": diagnostics.dormant_fraction(hidden),
-            **{f"probe.{name}": value for name, value in diagnostics.ranks(hidden).items()},
-            "probe.feature_norm": diagnostics.feature_norm(hidden),
+            "plasticity.dead_fraction": diagnostics.dead_fraction(hidden),
+            "plasticity.dormant_fraction": diagnostics.dormant_fraction(hidden),
+            **{f"plasticity.{name}": value for name, value in diagnostics.ranks(hidden).items()},
+            "plasticity.feature_norm": diagnostics.feature_norm(hidden),
         }
     )
     return metrics
@@ -254,7 +261,7 @@ def main(_config: dict, _run, seed: int) -> dict:
         _runs.continued(_run, cfg, ex.path)
         print(f"resumed from {source} at example {done}")
     directory = run_directory(_run)
-    began = time.perf_counter()
+    began, resumed_at = time.perf_counter(), done
     step_method = method.step if method is not None else None
     last_error = None
     while done < cfg["examples"]:
@@ -287,15 +294,15 @@ def main(_config: dict, _run, seed: int) -> dict:
         done += count
         first_error = error if first_error is None else first_error
         last_error = error
-        history.log("stream.squared_error", error, done)
-        history.log("model.gradient_norm", diagnostics.gradient_norm(model), done)
-        history.log("method.units_replaced", units_replaced(method), done)
+        history.log("train.squared_error", error, done)
+        history.log("plasticity.gradient_norm", diagnostics.gradient_norm(model), done)
+        history.log("plasticity.units_replaced", units_replaced(method), done)
         for name, value in probe_metrics(model, probe).items():
             history.log(name, value, done)
         elapsed = time.perf_counter() - began
         print(
             f"[bit_flipping {cfg['method']}] example {done}/{cfg['examples']}  "
-            f"error {error:.3f}  ({elapsed:.0f} s)"
+            f"error {error:.3f}  ({timing(done, cfg['examples'], elapsed, start=resumed_at)})"
         )
         if directory is not None:
             state = {

@@ -19,7 +19,7 @@ import statistics
 import time
 from pathlib import Path
 
-from experiments.sweep import parse_value, plan, run_sweep
+from experiments.sweep import plan, run_sweep, settings
 
 
 def thirds(last: int) -> tuple[int, int]:
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figures", default="figures", help="folder for the figures")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
-    updates = {k: parse_value(v) for k, _, v in (item.partition("=") for item in args.set)}
+    updates = settings(args.set, parser)
 
     began = time.perf_counter()
     jobs = plan("stream", [args.methods], args.seeds, base=["demo"], updates=updates)
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(
         f"figures in {args.figures}/ ({len(paths)} files); make figures from any runs with "
-        "`python -m analysis.report runs/stream --out figures`"
+        "`make report` (or `.venv/bin/python -m analysis.report runs --out figures`)"
     )
     return 0 if len(done) == len(results) else 1
 

@@ -1,16 +1,29 @@
 """Parity (PonderNet §3.1): PonderNet versus ACT versus fixed depth on the paper's benchmark.
 
-    python -m experiments.parity                          # default config (PonderNet, small)
+    python -m experiments.parity                          # default config (PonderNet, P = 16)
     python -m experiments.parity with act                 # a named config
     python -m experiments.parity with paper_extrapolation seed=3
     python -m experiments.parity print_config with act    # every key, documented
+    python -m experiments.parity print_named_configs      # every named config, described
+    python -m experiments.parity_demo --seeds 0 1         # `small` for PonderNet and ACT
     python -m experiments.parity resume runs/parity/4     # continue a killed run
 
 Runs are stored under ``runs/parity/<id>/`` (Sacred FileStorageObserver; set
-``PONDERLIFE_RUNS`` to store them elsewhere). Metrics are logged per evaluation as
-``<split>.<metric>`` (``interpolation.accuracy``, ``extrapolation.halting_step``, ...) and
-``train.<metric>``; ``info.json`` holds accuracy and halting step per number of nonzero
-entries for each split at the end of the run.
+``PONDERLIFE_RUNS`` to store them elsewhere). Every ``eval_every`` updates (the step of
+every metric is the update) the run logs plain floats named like the stream study's,
+``<group>.<metric>[.d<level>]``:
+
+- ``train.<metric>``: means over the updates since the last evaluation (``loss``,
+  ``accuracy``, ``halting_step``, ``expected_steps``, ``unroll_steps`` and the model's
+  loss parts);
+- ``interpolation.<metric>`` and ``extrapolation.<metric>`` (``accuracy``,
+  ``halting_step``, ``expected_steps``): means over each fixed test set;
+- ``eval.<metric>.d<k>`` for the same three metrics and every number of nonzero entries k
+  in the test sets (the difficulty level, as in the parity stream).
+
+It prints a progress line ending ``(<elapsed>, ETA <left>)``; ``info.json`` holds the
+final per-k results of each split (``by_nonzero``). A run resumed from a checkpoint
+written before the ``eval.*.d<k>`` metrics existed logs them from its own evaluations on.
 """
 
 from __future__ import annotations
@@ -25,6 +38,7 @@ from torch import Tensor
 
 from experiments import _runs
 from experiments._config import check, choice_configs, guard
+from experiments._progress import timing
 from experiments._runs import run_directory
 from ponderlife import (
     ACT,
@@ -96,9 +110,10 @@ choice_configs(ex, "model", ("pondernet", "act", "fixed"))
 
 @ex.named_config
 def small():
-    # The 2-core configuration (`make demo`): P = 16, extrapolation split, RNN-128.
-    # Differs from the paper in size, learning rate (1e-3) and β (0.1: a step cost large
-    # enough that pondering has to depend on the input).
+    # The 2-core parity setting that experiments.parity_demo runs for each model: P = 16,
+    # extrapolation split (train k ≤ 8; test k ≤ 8 and k > 8), RNN-128, 60,000 updates,
+    # evaluated every 2,000. Differs from the paper in size, learning rate (1e-3) and β
+    # (0.1: a step cost large enough that pondering has to depend on the input).
     size = 16
     split = "extrapolation"
     learning_rate = 1e-3
@@ -249,6 +264,22 @@ def by_nonzero(results: dict[str, Tensor], nonzero: Tensor) -> dict[str, dict[st
     }
 
 
+def per_level(evaluated: dict[str, tuple[dict[str, Tensor], Tensor]]) -> dict[str, float]:
+    """``eval.<metric>.d<k>``: each per-sample result averaged over the test samples with k
+    nonzero entries, pooled over the splits (``evaluated`` maps a split to its results and
+    its samples' k); the splits' ranges of k are disjoint, so each level is one split's."""
+    results = {
+        name: torch.cat([split_results[name] for split_results, _ in evaluated.values()])
+        for name in next(iter(evaluated.values()))[0]
+    }
+    nonzero = torch.cat([k for _, k in evaluated.values()])
+    return {
+        f"eval.{name}.d{k}": value
+        for k, means in by_nonzero(results, nonzero).items()
+        for name, value in means.items()
+    }
+
+
 @ex.main
 def main(_config: dict, _run, seed: int) -> dict:
     cfg = _runs.start(_config, seed, validate)
@@ -320,19 +351,24 @@ def main(_config: dict, _run, seed: int) -> dict:
             count = update - last_report
             for name, value in totals.items():
                 history.log(f"train.{name}", value / count, update)
-            summary = []
+            summary, evaluated = [], {}
             for split, data in test_sets.items():
                 results = evaluate(model, data)
+                evaluated[split] = (results, data.nonzero)
                 for name, values in results.items():
                     history.log(f"{split}.{name}", float(values.mean()), update)
                 summary.append(
                     f"{split} acc {float(results['accuracy'].mean()):.3f} "
                     f"halt {float(results['halting_step'].mean()):.2f}"
                 )
+            for name, value in per_level(evaluated).items():
+                history.log(name, value, update)
             elapsed = time.perf_counter() - began
             print(
                 f"[parity {cfg['model']}] update {update}/{cfg['train_steps']}  "
-                f"loss {totals['loss'] / count:.3f}  " + "  ".join(summary) + f"  ({elapsed:.0f} s)"
+                f"loss {totals['loss'] / count:.3f}  "
+                + "  ".join(summary)
+                + f"  ({timing(update, cfg['train_steps'], elapsed, start=start)})"
             )
             totals, last_report = {}, update
             if directory is not None:

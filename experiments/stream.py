@@ -4,12 +4,19 @@
     python -m experiments.stream with cbp seed=1                  # continual backprop
     python -m experiments.stream with parity act redo             # stream, model, method
     python -m experiments.stream print_config with cbp            # every key, documented
+    python -m experiments.stream print_named_configs              # every part, described
     python -m experiments.stream resume runs/stream/7             # continue a killed run
     python -m experiments.stream -m localhost:27017:ponderlife with cbp  # + MongoDB (Omniboard)
+    python -m experiments.stream --tensorboard runs/tensorboard with cbp  # + TensorBoard
 
-Named configs: methods ``bp cbp l2 shrink_perturb l2_init redo upgd``; models
-``pondernet act fixed``; streams ``stability routh controllability parity bit_flipping
-permuted_fashion split_fashion``; ``demo`` (the `make demo` size). Unknown keys fail.
+Streams, plasticity methods and models are registered parts (:data:`STREAMS`,
+:data:`METHODS`, :data:`MODELS`; ``experiments/_registry.py``): each is one registration
+of its builder with its name, its own config keys (documented and checked), its cross-key
+check and its named config, so adding one touches one place, and a user's script can add
+its own (docs/extending.md). Methods ``bp cbp l2 shrink_perturb l2_init redo upgd``;
+models ``pondernet act fixed``; streams ``stability routh controllability parity
+bit_flipping permuted_fashion split_fashion``; ``demo`` (the `make demo` size). Unknown
+keys fail.
 
 After training experience i (0-based, the step of every metric) the run evaluates every
 experience seen so far and logs plain floats named ``<group>.<metric>[.d<level>][.exp<j>]``:
@@ -19,8 +26,10 @@ difficulty level k; ``eval.difficulty_spearman.exp<j>``), stream averages ``eval
 ``eval.forgetting``, ``eval.bwt``, plasticity diagnostics ``plasticity.*`` on a probe batch,
 ``stream.difficulty`` (mean difficulty of experience i's own samples) and
 ``stream.previous_fraction`` (fraction of its training samples from experience i − 1's
-task: 0 unless ``transition="gradual"``). A checkpoint is written after
-every experience; ``resume`` restores it into a new run that first re-logs the history.
+task: 0 unless ``transition="gradual"``). Any other Avalanche metric, a registered extra
+metric (:data:`METRICS`) included, is logged under the same scheme
+(:func:`strategies.metrics.scheme_name`). A checkpoint is written after every experience;
+``resume`` restores it into a new run that first re-logs the history.
 """
 
 from __future__ import annotations
@@ -36,8 +45,10 @@ from avalanche.training.plugins import EvaluationPlugin
 from sacred import Experiment
 from sacred.utils import apply_backspaces_and_linefeeds
 
-from experiments import _runs
-from experiments._config import check, choice_configs, guard
+from experiments import _runs, _tensorboard
+from experiments._config import check, guard
+from experiments._progress import timing
+from experiments._registry import Key, Registry
 from experiments._runs import run_directory
 from ponderlife import (
     ACT,
@@ -64,12 +75,15 @@ from strategies import (
     ShrinkPerturbPlugin,
 )
 from strategies.checkpoint import load_strategy, save_strategy
+from strategies.datasets import tensor_source
+from strategies.metrics import scheme_name
 from strategies.streams import (
     TRANSITIONS,
     bit_flipping_stream,
     check_drift,
     experience_difficulty,
     linear_system_stream,
+    overlap_fraction,
     parity_shift_stream,
     permuted_fashion_mnist,
     split_fashion_mnist,
@@ -79,36 +93,19 @@ from strategies.streams import (
 warnings.filterwarnings("ignore", message="No loggers specified")
 
 ex = guard(Experiment("stream", save_git_info=False))  # unknown keys, seed: see _config
-METHODS = ("bp", "cbp", "l2", "shrink_perturb", "l2_init", "redo", "upgd")
 ex.captured_out_filter = apply_backspaces_and_linefeeds
+_tensorboard.add_option(ex)  # `--tensorboard DIR`, also through ex.run(options=...)
 
 
 @ex.config
 def config():
+    # The keys every stream, model and method shares. The choice keys `stream`, `model` and
+    # `method`, and each registered part's own keys, are declared with the part (below).
+
     # ---- stream ----------------------------------------------------------------------------
-    stream = "stability"  # "stability", "routh", "controllability" (linear systems, n shifts),
-    #   "parity" (range of nonzeros shifts), "bit_flipping" (regression segments),
-    #   "permuted_fashion", "split_fashion" (real data from IDX files)
     experiences = 10  # number of experiences; int ≥ 1 (split_fashion: 1, 2, 5 or 10)
     samples_per_experience = 2048  # training samples per experience; int ≥ 1
     test_samples = 512  # test samples per experience; int ≥ 1
-    dimensions = [3, 4, 5, 6]  # linear systems: n per experience (cycled), each in 1..16; at
-    #   n = 2 trace and determinant sign decide stability, so the study starts at 3
-    balance = "matched"  # stability / routh: "matched" (stable and unstable twins with the
-    #   same cheap features: trace, det sign, norms and diagonal for matrices; coefficient
-    #   signs and magnitudes for polynomials, so routh needs n ≥ 3), or the shifted-Gaussian
-    #   ensemble "label" (50/50), "trace" (50/50 within trace bins), "none";
-    #   docs/shortcuts.md tables what cheap features predict under each
-    permute_inputs = False  # linear systems: a fixed random permutation of the input
-    #   features per experience after the first (Permuted-MNIST protocol; matrix inputs)
-    drift = 0.0  # linear systems: generator drift per experience (stability / Routh: spectrum
-    #   shift drift·i; controllability: density × (1 + drift·i)); |drift| ≤ 0.5, and small
-    #   enough that every experience can still draw both classes (checked up front)
-    parity_size = 16  # parity: P, length of the vectors; int ≥ 2
-    parity_schedule = ["easy", "hard"]  # parity: per experience (cycled) "easy" (k ≤ P/2),
-    #   "hard" (k > P/2) or "all"
-    fashion_root = None  # Fashion-MNIST IDX folder (None: $PONDERLIFE_FASHION_MNIST or
-    #   /usr/share/datasets/fashion-mnist from Debian's dataset-fashion-mnist)
     stream_seed = None  # seed of the stream's data; int in [0, 2**32 − 1], or None: use `seed`
     transition = "abrupt"  # how each experience after the first begins: "abrupt" (the new
     #   task from its first sample) or "gradual" (a linear mixture over its first `window`
@@ -120,17 +117,12 @@ def config():
     #   samples_per_experience] (split_fashion: the smallest experience's training set)
 
     # ---- model -----------------------------------------------------------------------------
-    model = "pondernet"  # "pondernet", "act" or "fixed" (fixed-depth recurrence)
     step = "mlp"  # step function: "mlp" (residual MLP), "rnn" (tanh cell), "gru", or
     #   "transformer" (token inputs; linear-system streams stability / controllability)
     hidden_size = 64  # units of the step function; int ≥ 1
-    max_steps = 10  # most ponder steps N; int ≥ 1
-    fixed_steps = 4  # steps of the fixed-depth model; int ≥ 1
     halting_bias = None  # initial halting-head bias (None: PyTorch's default init)
     beta = 0.05  # PonderNet: weight of KL(p ‖ p_G); ≥ 0
     lambda_p = 0.3  # PonderNet: prior halting probability (prior mean 1/λ_p steps); (0, 1]
-    epsilon = 0.05  # PonderNet: training unroll stops at cumulative p > 1 − ε; (0, 1)
-    eval_halting = "sample"  # PonderNet evaluation halting: "sample", "threshold", "expected"
     tau = 0.01  # ACT: ponder-cost weight; ≥ 0
 
     # ---- optimisation ----------------------------------------------------------------------
@@ -139,24 +131,6 @@ def config():
     learning_rate = 1e-3  # step size; in (0, 1000]
     batch_size = 64  # minibatch size; int ≥ 1
     epochs = 1  # passes over each experience; int ≥ 1
-
-    # ---- plasticity method -----------------------------------------------------------------
-    method = "bp"  # "bp", "cbp", "l2", "shrink_perturb", "l2_init", "redo" or "upgd"
-    replacement_rate = 1e-3  # cbp: fraction of eligible units replaced per update; [0, 1]
-    maturity_threshold = 100  # cbp: updates before a unit may be replaced; int ≥ 0
-    decay_rate = 0.99  # cbp: running-average decay; [0, 1)
-    utility = "contribution"  # cbp: "contribution", "mean_corrected_contribution",
-    #   "adaptable_contribution"
-    init = "default"  # cbp / redo: new weights from the layer's own init, or "kaiming"
-    weight_decay = 1e-4  # l2: per-update decoupled decay; [0, 1]
-    shrink = 1e-4  # shrink_perturb: per-update shrink; [0, 1]
-    noise_std = 1e-5  # shrink_perturb: std of the per-update perturbation; ≥ 0
-    l2_init_strength = 1e-2  # l2_init: per-update pull towards the initial weights; [0, 1]
-    redo_tau = 0.1  # redo: τ-dormancy threshold; ≥ 0
-    redo_every = 100  # redo: updates between recycling rounds; int ≥ 1
-    upgd_weight_decay = 1e-3  # upgd: weight decay; ≥ 0
-    upgd_sigma = 1e-3  # upgd: perturbation std; ≥ 0
-    upgd_beta_utility = 0.999  # upgd: utility decay; [0, 1)
 
     # ---- logging and runtime ---------------------------------------------------------------
     probe_size = 256  # samples of the probe batch for plasticity diagnostics; int ≥ 1
@@ -167,64 +141,430 @@ def config():
     resume_from = None  # run folder or checkpoint to continue from (see `resume`)
 
 
-# ---- named configs -------------------------------------------------------------------------
-# Methods (bp, cbp, l2, shrink_perturb, l2_init, redo, upgd) and models (pondernet, act,
-# fixed) each set their key; their hyperparameters are the documented keys above.
-choice_configs(ex, "method", METHODS, extra={"upgd": {"learning_rate": 1e-2}})
-choice_configs(ex, "model", ("pondernet", "act", "fixed"))
+# ---- registries -----------------------------------------------------------------------------
+
+#: Streams: ``build(cfg, seed) -> benchmark`` (an Avalanche benchmark whose samples are
+#: ``(x, y, difficulty, task)``, e.g. from :func:`strategies.datasets.tagged_dataset`).
+#: Options: ``tokens`` (can encode inputs as tokens for the transformer step) and
+#: ``transitions`` (the values of ``transition`` its builder implements).
+STREAMS = Registry(
+    ex,
+    "stream",
+    what="stream",
+    default="stability",
+    options={"tokens": False, "transitions": ("abrupt",)},
+)
+#: Models: ``build(cfg, step) -> model`` around the step function the study builds for the
+#: stream's inputs (a PonderNet, ACT or FixedDepth: what PonderTemplate trains).
+MODELS = Registry(ex, "model", what="model", default="pondernet")
+#: Plasticity methods: ``build(cfg) -> list of Avalanche plugins``. Options: ``units``
+#: (needs the unit layers the transformer step does not declare) and ``optimizer``
+#: (``optimizer(cfg, model)`` when the method brings its own, replacing `optimizer`).
+METHODS = Registry(
+    ex, "method", what="method", default="bp", options={"units": False, "optimizer": None}
+)
+#: Extra Avalanche metrics, added to every run: ``build(cfg) -> metric or list of metrics``
+#: (what EvaluationPlugin takes). No choice key: each registered entry applies.
+METRICS = Registry(ex, None, what="metric")
 
 
-@ex.named_config
-def stability():
-    # Hurwitz stability of x' = Ax, n shifting 2 → 6 (the default).
-    stream = "stability"
+def _list_of(check_entry):
+    """A Key check: a non-empty list whose entries pass ``check_entry(entry_cfg, key)``."""
+    return lambda cfg, key: check.entries(cfg, key, check_entry)
 
 
-@ex.named_config
-def routh():
-    # Stability from the characteristic polynomial's coefficients (matched polynomial pairs:
-    #   only the Hurwitz conditions separate the classes; log-encoded coefficients).
-    stream = "routh"
+def _at_least(low: float):
+    return lambda cfg, key: check.number(cfg, key, low)
 
 
-@ex.named_config
-def controllability():
-    # Controllability of (A, b): Kalman rank = n?
-    stream = "controllability"
-    dimensions = [3, 4, 5, 6]
+def _unit_interval(*, high_open: bool = False):
+    return lambda cfg, key: check.number(cfg, key, 0.0, 1.0, high_open=high_open)
 
 
-@ex.named_config
-def parity():
-    # Parity whose range of nonzero entries alternates easy / hard.
-    stream = "parity"
-    step = "rnn"
-    hidden_size = 128
+def _integer(low: int):
+    return lambda cfg, key: check.integer(cfg, key, low)
 
 
-@ex.named_config
-def bit_flipping():
-    # The slowly-changing regression problem, one experience per 10,000 examples.
-    stream = "bit_flipping"
-    samples_per_experience = 10_000
-    batch_size = 1
-    optimizer = "sgd"
-    learning_rate = 0.01
+def _one_of(*choices: str):
+    return lambda cfg, key: check.choice(cfg, key, choices)
 
 
-@ex.named_config
-def permuted_fashion():
-    # Permuted Fashion-MNIST (10 classes, a new pixel permutation per experience).
-    stream = "permuted_fashion"
-    samples_per_experience = 10_000
-    test_samples = 2000
+# ---- streams ------------------------------------------------------------------------------
 
 
-@ex.named_config
-def split_fashion():
-    # Split Fashion-MNIST (2 classes per experience).
-    stream = "split_fashion"
-    experiences = 5
+def _sized(cfg: dict) -> dict:
+    return {
+        "experiences": cfg["experiences"],
+        "samples_per_experience": cfg["samples_per_experience"],
+        "test_samples": cfg["test_samples"],
+    }
+
+
+def _transition(cfg: dict, seed: int) -> dict:
+    return {"seed": seed, "transition": cfg["transition"], "window": cfg["window"]}
+
+
+def _window_fits(cfg: dict) -> None:
+    """A gradual window mixes training samples, so it cannot exceed the training set."""
+    if cfg["transition"] == "gradual" and cfg["window"] > cfg["samples_per_experience"]:
+        raise ValueError(
+            f"config 'window' must be in [1, samples_per_experience = "
+            f"{cfg['samples_per_experience']}] for transition 'gradual', got {cfg['window']}"
+        )
+
+
+LINEAR_SYSTEM_KEYS = {
+    "dimensions": Key(
+        [3, 4, 5, 6],
+        "linear systems: n per experience (cycled), each in 1..16; at n = 2 trace and "
+        "determinant sign decide stability, so the study starts at 3",
+        _list_of(lambda entry, key: check.integer(entry, key, 1, 16)),
+    ),
+    "balance": Key(
+        "matched",
+        'stability / routh: "matched" (stable and unstable twins with the same cheap '
+        "features: trace, det sign, norms and diagonal for matrices; coefficient signs and "
+        "magnitudes for polynomials, so routh needs n ≥ 3), or the shifted-Gaussian ensemble "
+        '"label" (50/50), "trace" (50/50 within trace bins), "none"; docs/shortcuts.md tables '
+        "what cheap features predict under each",
+        _one_of("matched", "label", "trace", "none"),
+    ),
+    "permute_inputs": Key(
+        False,
+        "linear systems: a fixed random permutation of the input features per experience "
+        "after the first (Permuted-MNIST protocol; matrix inputs)",
+        check.boolean,
+    ),
+    "drift": Key(
+        0.0,
+        "linear systems: generator drift per experience (stability / Routh: spectrum shift "
+        "drift·i; controllability: density × (1 + drift·i)); |drift| ≤ 0.5, and small enough "
+        "that every experience can still draw both classes (checked up front)",
+        lambda cfg, key: check.number(cfg, key, -0.5, 0.5),
+    ),
+}
+
+
+def _linear_system_options(cfg: dict) -> dict:
+    # Controllability has no balance: its classes come from the rank test itself.
+    return {} if cfg["stream"] == "controllability" else {"balance": cfg["balance"]}
+
+
+def _check_linear_system(cfg: dict) -> None:
+    _window_fits(cfg)
+    if cfg["stream"] == "routh" and cfg["balance"] == "matched" and min(cfg["dimensions"]) < 3:
+        raise ValueError(
+            f"config 'dimensions' entries must be >= 3 for stream 'routh' with balance "
+            f"'matched', got {min(cfg['dimensions'])}: up to degree 2 all coefficients "
+            "positive means stable, so no unstable twin can match (balance 'label' allows n = 2)"
+        )
+    check_drift(
+        cfg["stream"],
+        cfg["dimensions"],
+        cfg["drift"],
+        experiences=cfg["experiences"],
+        name="config 'drift'",
+        **_linear_system_options(cfg),
+    )
+
+
+def linear_system(cfg: dict, seed: int):
+    """Stability, Routh–Hurwitz or controllability of linear systems, n shifting."""
+    options = _linear_system_options(cfg)
+    options["permute_inputs"] = bool(cfg["permute_inputs"])
+    options["drift"] = cfg["drift"]
+    if cfg["step"] == "transformer":
+        options["encoding"] = "tokens"
+    return linear_system_stream(
+        task=cfg["stream"],
+        dimensions=list(cfg["dimensions"]),
+        **_sized(cfg),
+        **_transition(cfg, seed),
+        **options,
+    )
+
+
+for _name, _doc, _tokens, _named in (
+    ("stability", "Hurwitz stability of x' = Ax, n shifting 3 → 6 (the default)", True, {}),
+    (
+        "routh",
+        "stability from the characteristic polynomial's coefficients (matched polynomial "
+        "pairs: only the Hurwitz conditions separate the classes; log-encoded coefficients)",
+        False,
+        {},
+    ),
+    (
+        "controllability",
+        "controllability of (A, b): Kalman rank = n?",
+        True,
+        {"dimensions": [3, 4, 5, 6]},
+    ),
+):
+    STREAMS.register(
+        _name,
+        linear_system,
+        doc=_doc,
+        keys=LINEAR_SYSTEM_KEYS,
+        check=_check_linear_system,
+        named_config=_named,
+        tokens=_tokens,
+        transitions=TRANSITIONS,
+    )
+
+
+@STREAMS.register(
+    "parity",
+    doc="parity whose range of nonzero entries alternates easy / hard",
+    keys={
+        "parity_size": Key(16, "parity: P, length of the vectors; int ≥ 2", _integer(2)),
+        "parity_schedule": Key(
+            ["easy", "hard"],
+            'parity: per experience (cycled) "easy" (k ≤ P/2), "hard" (k > P/2) or "all"',
+            _list_of(lambda entry, key: check.choice(entry, key, ("easy", "hard", "all"))),
+        ),
+    },
+    check=_window_fits,
+    named_config={"step": "rnn", "hidden_size": 128},
+    transitions=TRANSITIONS,
+)
+def parity(cfg: dict, seed: int):
+    return parity_shift_stream(
+        size=cfg["parity_size"],
+        schedule=list(cfg["parity_schedule"]),
+        **_sized(cfg),
+        **_transition(cfg, seed),
+    )
+
+
+@STREAMS.register(
+    "bit_flipping",
+    doc="the slowly-changing regression problem, one experience per 10,000 examples",
+    check=_window_fits,
+    named_config={
+        "samples_per_experience": 10_000,
+        "batch_size": 1,
+        "optimizer": "sgd",
+        "learning_rate": 0.01,
+    },
+    transitions=TRANSITIONS,
+)
+def bit_flipping(cfg: dict, seed: int):
+    return bit_flipping_stream(
+        experiences=cfg["experiences"],
+        test_samples=cfg["test_samples"],
+        period=cfg["samples_per_experience"],
+        **_transition(cfg, seed),
+    )
+
+
+FASHION_KEYS = {
+    "fashion_root": Key(
+        None,
+        "Fashion-MNIST IDX folder (None: $PONDERLIFE_FASHION_MNIST or "
+        "/usr/share/datasets/fashion-mnist from Debian's dataset-fashion-mnist)",
+    ),
+}
+
+
+@STREAMS.register(
+    "permuted_fashion",
+    doc="Permuted Fashion-MNIST (10 classes, a new pixel permutation per experience)",
+    keys=FASHION_KEYS,
+    check=_window_fits,
+    named_config={"samples_per_experience": 10_000, "test_samples": 2000},
+    transitions=TRANSITIONS,
+)
+def permuted_fashion(cfg: dict, seed: int):
+    return permuted_fashion_mnist(**_sized(cfg), root=cfg["fashion_root"], **_transition(cfg, seed))
+
+
+@STREAMS.register(
+    "split_fashion",
+    doc="Split Fashion-MNIST (2 classes per experience)",
+    keys=FASHION_KEYS,
+    # No window check here: its sizes come from the data, checked by the builder.
+    named_config={"experiences": 5},
+    transitions=TRANSITIONS,
+)
+def split_fashion(cfg: dict, seed: int):
+    return split_fashion_mnist(
+        experiences=cfg["experiences"], root=cfg["fashion_root"], **_transition(cfg, seed)
+    )
+
+
+# ---- models -------------------------------------------------------------------------------
+
+MAX_STEPS = Key(10, "most ponder steps N; int ≥ 1", _integer(1))
+
+
+@MODELS.register(
+    "pondernet",
+    doc="PonderNet, a learned halting distribution over the steps (Banino et al.)",
+    keys={
+        "max_steps": MAX_STEPS,
+        "epsilon": Key(
+            0.05,
+            "PonderNet: training unroll stops at cumulative p > 1 − ε; (0, 1)",
+            lambda cfg, key: check.number(cfg, key, 0.0, 1.0, low_open=True, high_open=True),
+        ),
+        "eval_halting": Key(
+            "sample",
+            'PonderNet evaluation halting: "sample", "threshold", "expected"',
+            _one_of("sample", "threshold", "expected"),
+        ),
+    },
+)
+def pondernet(cfg: dict, step: torch.nn.Module) -> torch.nn.Module:
+    return PonderNet(
+        step,
+        max_steps=cfg["max_steps"],
+        epsilon=cfg["epsilon"],
+        halting=cfg["eval_halting"],
+        # Halting draws come from the model's own generators (saved in its state_dict),
+        # so the evaluation halting mode never shifts the run's other randomness.
+        halting_seed=cfg["seed"],
+    )
+
+
+@MODELS.register(
+    "act",
+    doc="Adaptive Computation Time (Graves)",
+    keys={"max_steps": MAX_STEPS},
+)
+def act(cfg: dict, step: torch.nn.Module) -> torch.nn.Module:
+    return ACT(step, max_steps=cfg["max_steps"])
+
+
+@MODELS.register(
+    "fixed",
+    doc="the step function unrolled fixed_steps times, no halting",
+    keys={"fixed_steps": Key(4, "steps of the fixed-depth model; int ≥ 1", _integer(1))},
+)
+def fixed(cfg: dict, step: torch.nn.Module) -> torch.nn.Module:
+    return FixedDepth(step, num_steps=cfg["fixed_steps"])
+
+
+# ---- plasticity methods -------------------------------------------------------------------
+
+INIT = Key(
+    "default",
+    'cbp / redo: new weights from the layer\'s own init, or "kaiming"',
+    _one_of("default", "kaiming"),
+)
+
+METHODS.register("bp", list, doc="plain backprop, no plasticity method")
+
+
+@METHODS.register(
+    "cbp",
+    doc="continual backprop: replace mature low-utility units (Dohare et al.)",
+    keys={
+        "replacement_rate": Key(
+            1e-3, "cbp: fraction of eligible units replaced per update; [0, 1]", _unit_interval()
+        ),
+        "maturity_threshold": Key(
+            100, "cbp: updates before a unit may be replaced; int ≥ 0", _integer(0)
+        ),
+        "decay_rate": Key(
+            0.99, "cbp: running-average decay; [0, 1)", _unit_interval(high_open=True)
+        ),
+        "utility": Key(
+            "contribution",
+            'cbp: "contribution", "mean_corrected_contribution", "adaptable_contribution"',
+            _one_of("contribution", "mean_corrected_contribution", "adaptable_contribution"),
+        ),
+        "init": INIT,
+    },
+    units=True,
+)
+def cbp(cfg: dict) -> list:
+    return [
+        ContinualBackpropPlugin(
+            replacement_rate=cfg["replacement_rate"],
+            maturity_threshold=cfg["maturity_threshold"],
+            decay_rate=cfg["decay_rate"],
+            utility=cfg["utility"],
+            init=cfg["init"],
+        )
+    ]
+
+
+@METHODS.register(
+    "l2",
+    doc="decoupled weight decay towards zero after every update",
+    keys={"weight_decay": Key(1e-4, "l2: per-update decoupled decay; [0, 1]", _unit_interval())},
+)
+def l2(cfg: dict) -> list:
+    return [L2Plugin(weight_decay=cfg["weight_decay"])]
+
+
+@METHODS.register(
+    "shrink_perturb",
+    doc="shrink the weights and add Gaussian noise after every update (Ash & Adams)",
+    keys={
+        "shrink": Key(1e-4, "shrink_perturb: per-update shrink; [0, 1]", _unit_interval()),
+        "noise_std": Key(
+            1e-5, "shrink_perturb: std of the per-update perturbation; ≥ 0", _at_least(0.0)
+        ),
+    },
+)
+def shrink_perturb(cfg: dict) -> list:
+    return [ShrinkPerturbPlugin(shrink=cfg["shrink"], noise_std=cfg["noise_std"])]
+
+
+@METHODS.register(
+    "l2_init",
+    doc="decoupled pull towards the initial weights (Kumar et al.)",
+    keys={
+        "l2_init_strength": Key(
+            1e-2,
+            "l2_init: per-update pull towards the initial weights; [0, 1]",
+            _unit_interval(),
+        )
+    },
+)
+def l2_init(cfg: dict) -> list:
+    return [L2InitPlugin(strength=cfg["l2_init_strength"])]
+
+
+@METHODS.register(
+    "redo",
+    doc="recycle τ-dormant units every redo_every updates (ReDo, Sokar et al.)",
+    keys={
+        "redo_tau": Key(0.1, "redo: τ-dormancy threshold; ≥ 0", _at_least(0.0)),
+        "redo_every": Key(100, "redo: updates between recycling rounds; int ≥ 1", _integer(1)),
+        "init": INIT,
+    },
+    units=True,
+)
+def redo(cfg: dict) -> list:
+    return [ReDoPlugin(tau=cfg["redo_tau"], every=cfg["redo_every"], init=cfg["init"])]
+
+
+def _upgd_optimizer(cfg: dict, model: torch.nn.Module) -> torch.optim.Optimizer:
+    return UPGD(
+        model.parameters(),
+        lr=cfg["learning_rate"],
+        weight_decay=cfg["upgd_weight_decay"],
+        sigma=cfg["upgd_sigma"],
+        beta_utility=cfg["upgd_beta_utility"],
+    )
+
+
+METHODS.register(
+    "upgd",
+    list,  # an optimizer, no plugin
+    doc="utility-gated perturbed gradient descent, its own optimizer (Elsayed & Mahmood)",
+    keys={
+        "upgd_weight_decay": Key(1e-3, "upgd: weight decay; ≥ 0", _at_least(0.0)),
+        "upgd_sigma": Key(1e-3, "upgd: perturbation std; ≥ 0", _at_least(0.0)),
+        "upgd_beta_utility": Key(
+            0.999, "upgd: utility decay; [0, 1)", _unit_interval(high_open=True)
+        ),
+    },
+    named_config={"learning_rate": 1e-2},
+    optimizer=_upgd_optimizer,
+)
 
 
 @ex.named_config
@@ -244,178 +584,112 @@ def demo():
     max_steps = 8
 
 
-# ---- building blocks ----------------------------------------------------------------------
+# ---- validation and building --------------------------------------------------------------
 
-STREAM_NAMES = (
-    "stability",
-    "routh",
-    "controllability",
-    "parity",
-    "bit_flipping",
-    "permuted_fashion",
-    "split_fashion",
-)
-TOKEN_STREAMS = ("stability", "controllability")
 STEPS = {"mlp": ResidualMLPStep, "rnn": RNNStep, "gru": GRUStep, "transformer": TransformerStep}
+REGISTRIES = (STREAMS, MODELS, METHODS, METRICS)
 
 
 def validate(cfg: dict) -> None:
-    """Fail before any work with a message naming the bad key and its allowed values."""
-    check.choice(cfg, "stream", STREAM_NAMES)
-    check.choice(cfg, "model", ("pondernet", "act", "fixed"))
+    """Fail before any work with a message naming the bad key and its allowed values: the
+    shared keys here, then every registered part's keys, then the chosen parts' checks."""
     check.choice(cfg, "step", tuple(STEPS))
-    check.choice(cfg, "method", METHODS)
     check.choice(cfg, "optimizer", ("adam", "sgd"))
-    check.choice(cfg, "balance", ("matched", "label", "trace", "none"))
-    check.choice(cfg, "eval_halting", ("sample", "threshold", "expected"))
-    check.choice(
-        cfg, "utility", ("contribution", "mean_corrected_contribution", "adaptable_contribution")
-    )
-    check.choice(cfg, "init", ("default", "kaiming"))
     for key in (
         "experiences",
         "samples_per_experience",
         "test_samples",
         "hidden_size",
-        "max_steps",
-        "fixed_steps",
         "batch_size",
         "epochs",
-        "redo_every",
         "probe_size",
         "num_threads",
     ):
         check.integer(cfg, key, 1)
-    check.integer(cfg, "parity_size", 2)
     check.choice(cfg, "transition", TRANSITIONS)
     check.integer(cfg, "window", 1)
-    if (
-        cfg["transition"] == "gradual"
-        and cfg["stream"] != "split_fashion"  # its sizes come from the data: checked there
-        and cfg["window"] > cfg["samples_per_experience"]
-    ):
-        raise ValueError(
-            f"config 'window' must be in [1, samples_per_experience = "
-            f"{cfg['samples_per_experience']}] for transition 'gradual', got {cfg['window']}"
-        )
-    check.integer(cfg, "maturity_threshold", 0)
-    check.entries(cfg, "dimensions", lambda entry, key: check.integer(entry, key, 1, 16))
-    check.entries(
-        cfg, "parity_schedule", lambda entry, key: check.choice(entry, key, ("easy", "hard", "all"))
-    )
     check.optional_number(cfg, "halting_bias")
-    for key in ("beta", "tau", "noise_std", "redo_tau", "upgd_weight_decay", "upgd_sigma"):
+    for key in ("beta", "tau"):
         check.number(cfg, key, 0.0)
     check.number(cfg, "lambda_p", 0.0, 1.0, low_open=True)
-    check.number(cfg, "drift", -0.5, 0.5)
-    if cfg["stream"] == "routh" and cfg["balance"] == "matched" and min(cfg["dimensions"]) < 3:
-        raise ValueError(
-            f"config 'dimensions' entries must be >= 3 for stream 'routh' with balance "
-            f"'matched', got {min(cfg['dimensions'])}: up to degree 2 all coefficients "
-            "positive means stable, so no unstable twin can match (balance 'label' allows n = 2)"
-        )
-    check.number(cfg, "epsilon", 0.0, 1.0, low_open=True, high_open=True)
     check.learning_rate(cfg)
-    for key in (
-        "replacement_rate",
-        "weight_decay",
-        "shrink",
-        "l2_init_strength",
-        "dormant_threshold",
-    ):
-        check.number(cfg, key, 0.0, 1.0)
-    for key in ("decay_rate", "upgd_beta_utility"):
-        check.number(cfg, key, 0.0, 1.0, high_open=True)
-    check.boolean(cfg, "permute_inputs")
+    check.number(cfg, "dormant_threshold", 0.0, 1.0)
     check.seed(cfg, "stream_seed", optional=True)  # `seed` itself: before Sacred, see guard
     check.device(cfg, "device")
-    if cfg["step"] == "transformer" and cfg["stream"] not in TOKEN_STREAMS:
+    for registry in REGISTRIES:
+        registry.check_keys(cfg)
+    stream = STREAMS.check_chosen(cfg)
+    MODELS.check_chosen(cfg)
+    method = METHODS.check_chosen(cfg)
+    if cfg["transition"] not in stream.options["transitions"]:
+        raise ValueError(
+            f"config 'transition' must be one of {stream.options['transitions']} for stream "
+            f"{cfg['stream']!r} (what its builder implements), got {cfg['transition']!r}"
+        )
+    if cfg["step"] == "transformer" and not stream.options["tokens"]:
+        tokens = tuple(name for name in STREAMS if STREAMS[name].options["tokens"])
         raise ValueError(
             f"config 'step' = 'transformer' reads token inputs, which only the streams "
-            f"{TOKEN_STREAMS} provide; got stream {cfg['stream']!r}"
+            f"{tokens} provide; got stream {cfg['stream']!r}"
         )
-    if cfg["step"] == "transformer" and cfg["method"] in ("cbp", "redo"):
+    if cfg["step"] == "transformer" and method.options["units"]:
         raise ValueError(
             f"config 'method' = {cfg['method']!r} needs unit layers, which the transformer "
             "step does not declare; use step 'mlp', 'rnn' or 'gru'"
-        )
-    if cfg["stream"] in ("stability", "routh", "controllability"):
-        options = {} if cfg["stream"] == "controllability" else {"balance": cfg["balance"]}
-        check_drift(
-            cfg["stream"],
-            cfg["dimensions"],
-            cfg["drift"],
-            experiences=cfg["experiences"],
-            name="config 'drift'",
-            **options,
         )
     check.resume_from(cfg, ex.path)  # exists, is a run of this experiment, intact checkpoint
 
 
 def build_stream(cfg: dict, seed: int):
     """The Avalanche benchmark of the config (all of it is drawn up front, seeded)."""
-    common = {"seed": seed, "transition": cfg["transition"], "window": cfg["window"]}
-    name = cfg["stream"]
-    sized = {
-        "experiences": cfg["experiences"],
-        "samples_per_experience": cfg["samples_per_experience"],
-        "test_samples": cfg["test_samples"],
-    }
-    if name in ("stability", "routh", "controllability"):
-        options = {} if name == "controllability" else {"balance": cfg["balance"]}
-        options["permute_inputs"] = bool(cfg["permute_inputs"])
-        options["drift"] = cfg["drift"]
-        if cfg["step"] == "transformer":
-            options["encoding"] = "tokens"
-        return linear_system_stream(
-            task=name, dimensions=list(cfg["dimensions"]), **sized, **common, **options
-        )
-    if name == "parity":
-        return parity_shift_stream(
-            size=cfg["parity_size"], schedule=list(cfg["parity_schedule"]), **sized, **common
-        )
-    if name == "bit_flipping":
-        return bit_flipping_stream(
-            experiences=cfg["experiences"],
-            test_samples=cfg["test_samples"],
-            period=cfg["samples_per_experience"],
-            **common,
-        )
-    if name == "permuted_fashion":
-        return permuted_fashion_mnist(**sized, root=cfg["fashion_root"], **common)
-    return split_fashion_mnist(experiences=cfg["experiences"], root=cfg["fashion_root"], **common)
+    return _with_stream_facts(STREAMS.chosen(cfg).build(cfg, seed))
 
 
-def build_model(cfg: dict, benchmark) -> torch.nn.Module:
-    x, y = benchmark.train_stream[0].dataset[0][:2]
-    regression = y.is_floating_point()
-    outputs = 1 if regression else _classes(benchmark)
+def _with_stream_facts(benchmark):
+    """The facts the study logs per experience, for a benchmark built without
+    :mod:`strategies.streams` (which records them): an abrupt stream has no samples from
+    the previous task, and its test overlap is measured here."""
+    if not hasattr(benchmark, "transition"):
+        benchmark.transition = "abrupt"
+    if not hasattr(benchmark, "from_previous"):
+        benchmark.from_previous = [
+            torch.zeros(len(e.dataset), dtype=torch.bool) for e in benchmark.train_stream
+        ]
+    if not hasattr(benchmark, "test_overlap"):
+        benchmark.test_overlap = [
+            overlap_fraction(_inputs(train), _inputs(test))
+            for train, test in zip(benchmark.train_stream, benchmark.test_stream, strict=True)
+        ]
+    return benchmark
+
+
+def _inputs(experience) -> torch.Tensor:
+    tensors = tensor_source(experience.dataset)
+    if tensors is not None:
+        return tensors[0]
+    return torch.stack([experience.dataset[i][0] for i in range(len(experience.dataset))])
+
+
+def build_step(cfg: dict, example: torch.Tensor, outputs: int) -> torch.nn.Module:
+    """The step function for inputs like ``example`` (one sample) and ``outputs`` logits."""
     if cfg["step"] == "transformer":
-        step = TransformerStep(
+        return TransformerStep(
             outputs,
             d_model=cfg["hidden_size"],
             vocab_size=VOCAB_SIZE,
             pad_token=PAD_TOKEN,
-            max_len=max(256, x.numel()),
+            max_len=max(256, example.numel()),
             halting_bias=cfg["halting_bias"],
         )
-    else:
-        step = STEPS[cfg["step"]](
-            x.numel(), cfg["hidden_size"], outputs, halting_bias=cfg["halting_bias"]
-        )
-    if cfg["model"] == "pondernet":
-        return PonderNet(
-            step,
-            max_steps=cfg["max_steps"],
-            epsilon=cfg["epsilon"],
-            halting=cfg["eval_halting"],
-            # Halting draws come from the model's own generators (saved in its state_dict),
-            # so the evaluation halting mode never shifts the run's other randomness.
-            halting_seed=cfg["seed"],
-        )
-    if cfg["model"] == "act":
-        return ACT(step, max_steps=cfg["max_steps"])
-    return FixedDepth(step, num_steps=cfg["fixed_steps"])
+    return STEPS[cfg["step"]](
+        example.numel(), cfg["hidden_size"], outputs, halting_bias=cfg["halting_bias"]
+    )
+
+
+def build_model(cfg: dict, benchmark) -> torch.nn.Module:
+    x, y = benchmark.train_stream[0].dataset[0][:2]
+    outputs = 1 if y.is_floating_point() else _classes(benchmark)  # regression: one output
+    return MODELS.chosen(cfg).build(cfg, build_step(cfg, x, outputs))
 
 
 def _classes(benchmark) -> int:
@@ -423,14 +697,9 @@ def _classes(benchmark) -> int:
 
 
 def build_optimizer(cfg: dict, model: torch.nn.Module) -> torch.optim.Optimizer:
-    if cfg["method"] == "upgd":
-        return UPGD(
-            model.parameters(),
-            lr=cfg["learning_rate"],
-            weight_decay=cfg["upgd_weight_decay"],
-            sigma=cfg["upgd_sigma"],
-            beta_utility=cfg["upgd_beta_utility"],
-        )
+    own = METHODS.chosen(cfg).options["optimizer"]
+    if own is not None:
+        return own(cfg, model)
     if cfg["optimizer"] == "adam":
         return AdamPerElement(model.parameters(), lr=cfg["learning_rate"])
     return torch.optim.SGD(model.parameters(), lr=cfg["learning_rate"])
@@ -438,45 +707,30 @@ def build_optimizer(cfg: dict, model: torch.nn.Module) -> torch.optim.Optimizer:
 
 def build_method(cfg: dict) -> list:
     """The plasticity method's plugins (none for bp and upgd)."""
-    plugins = {
-        "bp": list,
-        "upgd": list,
-        "cbp": lambda: [
-            ContinualBackpropPlugin(
-                replacement_rate=cfg["replacement_rate"],
-                maturity_threshold=cfg["maturity_threshold"],
-                decay_rate=cfg["decay_rate"],
-                utility=cfg["utility"],
-                init=cfg["init"],
-            )
-        ],
-        "l2": lambda: [L2Plugin(weight_decay=cfg["weight_decay"])],
-        "shrink_perturb": lambda: [
-            ShrinkPerturbPlugin(shrink=cfg["shrink"], noise_std=cfg["noise_std"])
-        ],
-        "l2_init": lambda: [L2InitPlugin(strength=cfg["l2_init_strength"])],
-        "redo": lambda: [
-            ReDoPlugin(tau=cfg["redo_tau"], every=cfg["redo_every"], init=cfg["init"])
-        ],
-    }
-    return plugins[cfg["method"]]()
+    return list(METHODS.chosen(cfg).build(cfg))
 
 
 def mse_per_sample(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(prediction.squeeze(-1), target, reduction="none")
 
 
-def build_strategy(cfg: dict, benchmark):
+def build_strategy(cfg: dict, benchmark, metrics=()):
+    """The PonderTemplate of the config. ``metrics``: Avalanche metrics to add to the
+    study's own and the registered extra ones (:data:`METRICS`); the run logs every value
+    they emit under the metric scheme (:func:`strategies.metrics.scheme_name`)."""
     model = build_model(cfg, benchmark)
     regression = benchmark.train_stream[0].dataset[0][1].is_floating_point()
-    metrics = [loss_metrics(epoch=True, experience=True, stream=True)]
+    own = [loss_metrics(epoch=True, experience=True, stream=True)]
     if not regression:
-        metrics.append(accuracy_metrics(epoch=True, experience=True, stream=True))
+        own.append(accuracy_metrics(epoch=True, experience=True, stream=True))
+    extra = [entry.build(cfg) for entry in METRICS.entries()]
     evaluator = EvaluationPlugin(
-        *metrics,
+        *own,
         PonderingMetrics(),
         DifficultyMetrics(),
         PlasticityMetrics(probe_size=cfg["probe_size"], dormant_threshold=cfg["dormant_threshold"]),
+        *extra,
+        *metrics,
         loggers=[],
     )
     strategy = PonderTemplate(
@@ -501,47 +755,45 @@ def build_strategy(cfg: dict, benchmark):
 
 # ---- metric names -------------------------------------------------------------------------
 
-_AVALANCHE = {
-    "Top1_Acc_Exp": "accuracy",
-    "Top1_Acc_Stream": "accuracy",
-    "Top1_Acc_Epoch": "accuracy",
-    "Loss_Exp": "loss",
-    "Loss_Stream": "loss",
-    "Loss_Epoch": "loss",
-}
+
+def scheme_values(emitted: dict, experience: int, phase: str) -> dict[str, float]:
+    """The values ``emitted`` (Avalanche name → value) during the ``phase`` ("train" or
+    "eval") of ``experience``, under their scheme names. Values of the other phase and
+    stale training values are left out; so are values that are no number (an image, a
+    confusion matrix), with a warning, since Sacred logs plain floats; two metrics that
+    would share a scheme name are an error naming both."""
+    values: dict[str, float] = {}
+    sources: dict[str, str] = {}
+    for avalanche_name, value in emitted.items():
+        if "_phase/" in avalanche_name and f"{phase}_phase/" not in avalanche_name:
+            continue
+        name = scheme_name(avalanche_name, experience, phase)
+        if name is None:
+            continue
+        if torch.is_tensor(value) and value.numel() == 1:
+            value = value.item()
+        if not isinstance(value, float | int):
+            _warn_once(
+                f"metric {avalanche_name!r} emitted a {type(value).__name__}, not a number: "
+                "Sacred logs plain floats, so the study leaves it out"
+            )
+            continue
+        if name in sources:
+            raise ValueError(
+                f"Avalanche metrics {sources[name]!r} and {avalanche_name!r} both map to "
+                f"{name!r}: rename one (strategies.metrics.scheme_name gives the mapping)"
+            )
+        values[name], sources[name] = value, avalanche_name
+    return values
 
 
-def scheme_name(name: str, experience: int) -> str | None:
-    """Our name for an Avalanche metric name, or None when it is not current (a train
-    metric of an earlier experience) or not ours to log."""
-    parts = name.split("/")
-    phase = next((p for p in parts if p.endswith("_phase")), None)
-    exp = next((p for p in parts if p.startswith("Exp") and p[3:].isdigit()), None)
-    core = [
-        p
-        for p in parts
-        if p not in (phase, exp) and not p.endswith("_stream") and not p.startswith("Task")
-    ]
-    if phase == "train_phase":
-        if exp is not None and int(exp[3:]) != experience:
-            return None
-        suffix, group = "", "train"
-    else:
-        suffix, group = (f".exp{int(exp[3:]):03d}" if exp else ""), "eval"
-    family, rest = core[0], core[1:]
-    if family in _AVALANCHE:
-        return f"{group}.{_AVALANCHE[family]}{suffix}"
-    if family == "Ponder":
-        return f"{group}.{rest[0]}{suffix}"
-    if family == "Difficulty" and group == "eval":
-        if rest[0] == "halting_step":
-            return f"eval.halting_step.{rest[1]}{suffix}"
-        if rest[0] == "halting_step_spearman":
-            return f"eval.difficulty_spearman{suffix}"
-        return None
-    if family == "Plasticity" and group == "train":
-        return "plasticity." + "_".join(rest)
-    return None
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        warnings.warn(message, stacklevel=3)
 
 
 def forgetting(history: dict, experience: int) -> dict[str, float]:
@@ -586,20 +838,18 @@ def main(_config: dict, _run, seed: int) -> dict:
     total = len(benchmark.train_stream)
     # A gradual window is a mixture in stream order: shuffling would spread it out.
     order = {"shuffle": False} if benchmark.transition == "gradual" else {}
+    began = time.perf_counter()  # the ETA times only this process's experiences
     for index in range(start, total):
-        began = time.perf_counter()
         experience = benchmark.train_stream[index]
         trained = emitted_by(strategy.evaluator, strategy.train, experience, **order)
         evaluated = emitted_by(
             strategy.evaluator, strategy.eval, benchmark.test_stream[: index + 1]
         )
-        values = {}
-        for source, phase in ((trained, "train_phase"), (evaluated, "eval_phase")):
-            for avalanche_name, value in source.items():
-                if phase in avalanche_name and isinstance(value, float | int):
-                    name = scheme_name(avalanche_name, index)
-                    if name is not None:
-                        values[name] = value
+        values = scheme_values(trained, index, "train")
+        for name, value in scheme_values(evaluated, index, "eval").items():
+            if name in values:
+                raise ValueError(f"metric {name!r} was emitted in training and evaluation")
+            values[name] = value
         # The experience's own difficulty: a gradual window's old samples keep theirs.
         new = ~benchmark.from_previous[index]
         values["stream.difficulty"] = float(experience_difficulty(experience)[new].float().mean())
@@ -617,8 +867,10 @@ def main(_config: dict, _run, seed: int) -> dict:
                 history=history.entries,
                 experiment=ex.path,
             )
+        elapsed = time.perf_counter() - began
         label = f"[{cfg['method']} seed {seed}] "
-        print(label + progress_line(index, total, values, time.perf_counter() - began), flush=True)
+        line = progress_line(index, total, values, elapsed, start=start)
+        print(label + line, flush=True)
 
     final = {
         name: entry["values"][-1]
@@ -642,7 +894,10 @@ def emitted_by(evaluator, call, *args, **kwargs) -> dict:
     }
 
 
-def progress_line(index: int, total: int, values: dict, seconds: float) -> str:
+def progress_line(index: int, total: int, values: dict, elapsed: float, *, start: int = 0) -> str:
+    """The line printed after experience ``index``: its figures, then the time since this
+    process began training at experience ``start`` and the time left."""
+
     def show(name: str, fmt: str = ".3f") -> str:
         value = values.get(name)
         return "   -  " if value is None or math.isnan(value) else format(value, fmt)
@@ -652,7 +907,8 @@ def progress_line(index: int, total: int, values: dict, seconds: float) -> str:
         f"experience {index + 1}/{total}  difficulty {show('stream.difficulty', '.1f')}  "
         f"accuracy new {show(new)} seen {show('eval.accuracy')}  "
         f"halting {show(f'eval.halting_step_mean.exp{index:03d}', '.2f')}  "
-        f"replaced {show('plasticity.units_replaced', '.0f')}  ({seconds:.1f} s)"
+        f"replaced {show('plasticity.units_replaced', '.0f')}  "
+        f"({timing(index + 1, total, elapsed, start=start)})"
     )
 
 

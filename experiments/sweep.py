@@ -5,6 +5,7 @@
         --workers 2                                          # a local Ray, started for it
     python -m experiments.sweep stream ... --address auto   # an existing Ray cluster
     python -m experiments.sweep stream ... --dry-run        # the plan: skip / resume / start
+    python -m experiments.sweep stream ... --tensorboard runs/tensorboard  # + TensorBoard
 
 Every ``--grid`` lists the alternatives of one axis, named configs (``cbp``) or config
 values (``learning_rate=3e-3``); the sweep runs their Cartesian product, each combination
@@ -42,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from experiments import _runs
+from experiments._tensorboard import TensorBoardObserver
 
 #: Ray retries of a run whose worker process died (each retry resumes the run).
 RETRIES = 3
@@ -75,6 +77,18 @@ def parse_value(text: str):
 def _assignment(text: str) -> tuple[str, object] | None:
     key, sep, value = text.partition("=")
     return (key, parse_value(value)) if sep else None
+
+
+def settings(items: list[str], parser: argparse.ArgumentParser) -> dict:
+    """``--set KEY=VALUE ...`` as config updates (values by :func:`parse_value`); an item
+    without ``=`` stops the command through ``parser.error``."""
+    updates = {}
+    for item in items:
+        assignment = _assignment(item)
+        if assignment is None:
+            parser.error(f"--set takes KEY=VALUE, got {item!r}")
+        updates[assignment[0]] = assignment[1]
+    return updates
 
 
 def plan(
@@ -208,10 +222,17 @@ def describe(planned: list[PlannedRun], root: Path | None = None) -> list[str]:
 # ---- one run, in a worker process ---------------------------------------------------------
 
 
-def execute(job: Job, ident: str, root: str, mongo: tuple[str, str] | None = None) -> dict:
+def execute(
+    job: Job,
+    ident: str,
+    root: str,
+    mongo: tuple[str, str] | None = None,
+    tensorboard: str | None = None,
+) -> dict:
     """Run (or skip, or resume) one planned run in this process; never raises. This is the
     body of the Ray task: its state is decided again here, since a retry after a killed
-    worker finds the run's folder with a checkpoint."""
+    worker finds the run's folder with a checkpoint. With ``tensorboard`` (a folder), the
+    run's metrics also go to TensorBoard event files in ``<tensorboard>/<run folder name>``."""
     from sacred.observers import MongoObserver
 
     began = time.perf_counter()
@@ -240,6 +261,8 @@ def execute(job: Job, ident: str, root: str, mongo: tuple[str, str] | None = Non
             url, db_name = mongo
             failures = root_path / "_mongo_failures"
             observers.append(MongoObserver(url=url, db_name=db_name, failure_dir=str(failures)))
+        if tensorboard is not None:
+            observers.append(TensorBoardObserver(tensorboard))
         module.ex.observers.extend(observers)
         try:
             run = module.ex.run(
@@ -311,13 +334,16 @@ def run_sweep(
     address: str | None = None,
     root: str | os.PathLike | None = None,
     mongo: tuple[str, str] | None = None,
+    tensorboard: str | os.PathLike | None = None,
     retries: int = RETRIES,
     log=print,
     progress: bool = True,
 ) -> list[dict]:
     """Run ``jobs`` as Ray tasks, ``workers`` at a time on a local Ray started for the
     sweep (or on the cluster at ``address``); returns one outcome per planned run, in job
-    order: ``job``, ``status``, ``run_dir``, ``seconds``, ``result`` or ``error``."""
+    order: ``job``, ``status``, ``run_dir``, ``seconds``, ``result`` or ``error``. With
+    ``tensorboard`` (a folder every worker sees), each run's metrics also go to TensorBoard
+    event files in ``<tensorboard>/<run folder name>``."""
     if workers < 1:
         raise ValueError(f"workers must be ≥ 1, got {workers}")
     planned = resolve(jobs, root, check_devices=address is None)
@@ -334,7 +360,8 @@ def run_sweep(
         + ("" if address is None else f" on the Ray cluster at {address}")
     )
     if todo:
-        outcomes.update(_run_on_ray(todo, workers, address, mongo, retries, progress))
+        board = None if tensorboard is None else str(Path(tensorboard).absolute())
+        outcomes.update(_run_on_ray(todo, workers, address, mongo, board, retries, progress))
     ordered = [outcomes[run.identity] for run in planned]
     for line in summary(ordered):
         log(line)
@@ -344,7 +371,7 @@ def run_sweep(
     return ordered
 
 
-def _run_on_ray(todo, workers, address, mongo, retries, progress) -> dict[str, dict]:
+def _run_on_ray(todo, workers, address, mongo, tensorboard, retries, progress) -> dict:
     import ray
     from tqdm import tqdm
 
@@ -360,7 +387,7 @@ def _run_on_ray(todo, workers, address, mongo, retries, progress) -> dict[str, d
             num_gpus=gpus,
             max_retries=retries,
             retry_exceptions=False,
-        ).remote(run.job, run.identity, str(run.root), mongo)
+        ).remote(run.job, run.identity, str(run.root), mongo, tensorboard)
         pending[ref] = run
     bar = tqdm(total=len(todo), unit="run", desc="sweep", file=sys.stderr, disable=not progress)
     shown = ""
@@ -478,15 +505,16 @@ def main(argv: list[str] | None = None) -> int:
         "(needs `pip install 'ponderlife[mongo]'`)",
     )
     parser.add_argument("--mongo-db", default="ponderlife", help="MongoDB database name")
+    parser.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="also write each run's metrics to TensorBoard event files in DIR/<run folder "
+        "name> (on a cluster, a path every node sees)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the plan; run nothing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    updates = {}
-    for item in args.set:
-        assignment = _assignment(item)
-        if assignment is None:
-            parser.error(f"--set takes KEY=VALUE, got {item!r}")
-        updates[assignment[0]] = assignment[1]
+    updates = settings(args.set, parser)
     mongo = None
     if args.mongo:
         if importlib.util.find_spec("pymongo") is None:
@@ -505,6 +533,7 @@ def main(argv: list[str] | None = None) -> int:
             address=args.address,
             root=root,
             mongo=mongo,
+            tensorboard=args.tensorboard,
             progress=not args.no_progress,
         )
     except SweepConfigError as error:

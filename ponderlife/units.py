@@ -95,6 +95,11 @@ class ParamSlice:
     ``groups`` > 1: stacked gates (GRU: 3 blocks of ``stride`` = hidden-size rows).
     ``init_bound``: incoming weights are redrawn from U(−bound, bound) (PyTorch's default
     initialisation of the layer); ``fan_in`` serves the ``"kaiming"`` scheme.
+
+    Every index along ``dim`` belongs to some unit: ``param.shape[dim]`` is
+    ``groups · units · block``. So ``ParamSlice(consumer.weight, 1)`` is "column i for unit
+    i" of a Linear that reads exactly the units; a Linear that reads the units concatenated
+    with other inputs cannot be described (split it into one Linear per input).
     """
 
     param: nn.Parameter
@@ -133,6 +138,18 @@ class ParamSlice:
 
 @dataclass(eq=False)
 class UnitLayer:
+    """One layer of units and every parameter slice that belongs to them (see the module
+    docstring): what a plasticity method scores, redraws and zeroes.
+
+    ``activation``'s forward output is recorded (a forward hook) and holds the units on
+    ``unit_axis``. On replacement the ``incoming`` slices are redrawn, the
+    ``incoming_bias`` and ``outgoing`` slices zeroed (in that order, so a unit that reads
+    itself ends with a zero self-weight) and ``norms`` reset; ``consumer_bias[k]`` (None:
+    none) is the bias of the k-th ``outgoing`` consumer, which absorbs a removed unit's
+    mean contribution. :func:`unit_layer` builds one for a Linear/Conv2d producer;
+    ``docs/own_units.md`` writes one by hand for a step function discovery refuses.
+    """
+
     name: str
     size: int
     activation: nn.Module  # forward output holds the units, on axis ``unit_axis``

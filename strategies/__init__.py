@@ -1,7 +1,12 @@
 """Avalanche adapters over the ponderlife core: plugins, the PonderNet strategy, metrics,
 streams and checkpoints. See strategies/README.md."""
 
-from strategies.metrics import DifficultyMetrics, PlasticityMetrics, PonderingMetrics
+from strategies.metrics import (
+    DifficultyMetrics,
+    PlasticityMetrics,
+    PonderingMetrics,
+    scheme_name,
+)
 from strategies.plugins import (
     ContinualBackpropPlugin,
     FiniteLossPlugin,
@@ -27,4 +32,5 @@ __all__ = [
     "PonderingMetrics",
     "ReDoPlugin",
     "ShrinkPerturbPlugin",
+    "scheme_name",
 ]

@@ -17,11 +17,17 @@ like Avalanche's own metrics (``Ponder/halting_step_mean/eval_phase/test_stream/
 
 Per-iteration work is one detached copy of the per-sample values; everything else happens
 at the end of an experience, so the metrics add little to a training loop.
+
+:func:`scheme_name` maps any Avalanche metric name, these and Avalanche's own (or a user's
+``PluginMetric``), onto the study's one naming scheme ``<group>.<metric>[.d<level>][.exp<j>]``
+(see its docstring), so that Sacred, Omniboard and TensorBoard get one series per name with
+the experience index as the step.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 
 import torch
@@ -40,6 +46,7 @@ __all__ = [
     "PlasticityMetrics",
     "PonderingMetrics",
     "halting_entropy",
+    "scheme_name",
     "spearman",
 ]
 
@@ -329,3 +336,84 @@ def _replacements(strategy) -> dict[str, int] | None:
         if core is not None and hasattr(core, "replaced"):
             return dict(core.replaced)
     return None
+
+
+# ---- metric names --------------------------------------------------------------------------
+
+# Avalanche's accuracy and loss families: one scheme name each, whatever their granularity
+# (epoch in training; experience or stream in evaluation, told apart by the .exp suffix).
+_STANDARD = {
+    "Top1_Acc_Exp": "accuracy",
+    "Top1_Acc_Stream": "accuracy",
+    "Top1_Acc_Epoch": "accuracy",
+    "Loss_Exp": "loss",
+    "Loss_Stream": "loss",
+    "Loss_Epoch": "loss",
+}
+
+
+def _sanitised(text: str) -> str:
+    """``"ExperienceBWT/top-1"`` → ``"experiencebwt_top_1"``: lower case, runs of anything
+    outside [a-z0-9_] one underscore (Sacred, MongoDB and TensorBoard all take these)."""
+    return re.sub(r"_+", "_", re.sub(r"[^a-z0-9_]", "_", text.lower())).strip("_")
+
+
+def _ours(family: str, rest: list[str], group: str, suffix: str) -> str | None:
+    """The scheme names of this module's families; None for the values the study logs
+    under another name or not at all."""
+    if family == "Ponder":
+        return f"{group}.{rest[0]}{suffix}"
+    if family == "Difficulty":
+        if group == "eval" and rest[0] == "halting_step":
+            return f"eval.halting_step.{rest[1]}{suffix}"
+        if group == "eval" and rest[0] == "halting_step_spearman":
+            return f"eval.difficulty_spearman{suffix}"
+        # difficulty_mean: the mean tag of the evaluated test set, which the study logs once
+        # per experience from the training samples as stream.difficulty.
+        return None
+    # Plasticity: diagnostics of the experience just trained, one series per diagnostic.
+    return "plasticity." + "_".join(rest) if group == "train" else None
+
+
+def scheme_name(name: str, experience: int | None = None, phase: str = "eval") -> str | None:
+    """The study's name for an Avalanche metric name, or None when the value is not current.
+
+    Avalanche names a value ``<metric>/<phase>_phase/<stream>_stream[/Task<t>][/Exp<j>]``
+    (``<metric>`` may hold slashes). The scheme name is ``<group>.<metric>[.exp<j>]``:
+
+    * group ``train`` for ``train_phase`` values, ``eval`` for ``eval_phase`` ones (a name
+      without a phase takes ``phase``); a training value of an experience other than
+      ``experience`` (when given) is stale and gives None;
+    * ``.exp<j>`` (three digits) for an evaluation value of experience j; training values
+      describe the experience just trained and need none;
+    * ``<metric>``: accuracy and loss for Avalanche's ``Top1_Acc_*`` and ``Loss_*``
+      (epoch, experience and stream granularity alike); this module's families by their
+      own rules (``Ponder/kl`` → ``kl``, ``Difficulty/halting_step/d3`` →
+      ``halting_step.d3``, ``Plasticity/units_replaced/fc1`` →
+      ``plasticity.units_replaced_fc1``); any other metric (another Avalanche metric, a
+      user's ``PluginMetric``) by its name, lower-cased, slashes and anything outside
+      [a-z0-9_] turned into underscores: ``MyMetric/eval_phase/test_stream/Task000/Exp003``
+      → ``eval.mymetric.exp003``, ``Time_Epoch/train_phase/train_stream/Task000`` →
+      ``train.time_epoch``.
+    """
+    parts = name.split("/")
+    at = next((i for i, p in enumerate(parts) if p.endswith("_phase")), None)
+    if at is None:
+        core, tail = parts, []
+    else:
+        core, tail, phase = parts[:at], parts[at + 1 :], parts[at].removesuffix("_phase")
+    if not core or not core[0]:
+        raise ValueError(f"{name!r} is not an Avalanche metric name (<metric>/<phase>_phase/...)")
+    exp = next((int(p[3:]) for p in tail if p.startswith("Exp") and p[3:].isdigit()), None)
+    if phase == "train":
+        if exp is not None and experience is not None and exp != experience:
+            return None
+        group, suffix = "train", ""
+    else:
+        group, suffix = "eval", ("" if exp is None else f".exp{exp:03d}")
+    family, rest = core[0], core[1:]
+    if family in _STANDARD:
+        return f"{group}.{_STANDARD[family]}{suffix}"
+    if family in ("Ponder", "Difficulty", "Plasticity") and rest:
+        return _ours(family, rest, group, suffix)
+    return f"{group}.{_sanitised('_'.join(core))}{suffix}"

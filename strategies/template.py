@@ -46,6 +46,8 @@ from strategies.datasets import TensorBatches, tensor_source
 __all__ = ["MeanTaskLoss", "PonderTemplate", "full_outputs", "per_sample_cross_entropy"]
 
 _FULL_OUTPUTS = (PonderOutput, ACTOutput, FixedDepthOutput)
+#: The smallest default evaluation minibatch (see PonderTemplate's ``eval_mb_size``).
+EVAL_MB_SIZE = 256
 _passing = threading.local()  # depth of full_outputs() blocks in this thread
 
 
@@ -116,6 +118,9 @@ class PonderTemplate(SupervisedTemplate):
         **kwargs: :class:`SupervisedTemplate`'s (``train_mb_size``, ``train_epochs``,
             ``eval_mb_size``, ``device``, ``plugins``, ``evaluator``, ...). ``criterion``,
             which only plugins call (on logits), defaults to the mean ``task_loss``.
+            ``eval_mb_size`` defaults to ``max(train_mb_size, 256)`` (Avalanche's default
+            is 1, which evaluates a pondering model one unroll per sample: several times
+            slower than training on the same data).
 
     What callers of the model see. While this template lives, ``strategy.model(x)`` (and a
     deep copy of the model) returns the answer's logits ``(B, C)``, not the model's output
@@ -164,6 +169,8 @@ class PonderTemplate(SupervisedTemplate):
         self._hooked_model: nn.Module | None = None
         self._hook_handle = None
         kwargs.setdefault("criterion", MeanTaskLoss(task_loss))
+        if kwargs.get("eval_mb_size") is None:
+            kwargs["eval_mb_size"] = max(kwargs.get("train_mb_size", 1), EVAL_MB_SIZE)
         super().__init__(model=model, optimizer=optimizer, **kwargs)
 
     # The model: every assignment (Avalanche's model adaptation, a plugin replacing the

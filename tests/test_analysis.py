@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from matplotlib.collections import PathCollection, PolyCollection
 from matplotlib.figure import Figure
+from run_folders import log_metric, write_run_folder
 
 from analysis import (
     accuracy_matrix,
@@ -36,6 +37,7 @@ from analysis.report import FIGURES, main
 from analysis.runs import RUN_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
+STREAM_FIGURES = [name for name, spec in FIGURES.items() if spec.experiment == "stream"]
 EXPERIENCES = 4
 LEVELS = (2, 3, 4)
 PLASTICITY = (
@@ -76,10 +78,7 @@ def fake_metrics(method: str, seed: int, steps: int) -> dict[str, dict[str, list
     metrics: dict[str, dict[str, list]] = {}
 
     def log(name: str, step: int, value: float) -> None:
-        entry = metrics.setdefault(name, {"steps": [], "values": [], "timestamps": []})
-        entry["steps"].append(step)
-        entry["values"].append(value)
-        entry["timestamps"].append(f"2025-01-01T00:{step:02d}:00.000000")
+        log_metric(metrics, name, step, value)
 
     for step in range(steps):
         log("train.accuracy", step, 0.95)
@@ -106,8 +105,6 @@ def fake_metrics(method: str, seed: int, steps: int) -> dict[str, dict[str, list
 
 def write_run(folder: Path, method: str, seed: int, status: str, steps: int) -> int:
     """A Sacred FileStorageObserver run folder; returns the number of values logged."""
-    folder.mkdir(parents=True)
-    (folder / "_sources").mkdir()
     config = {
         "model": "pondernet",
         "method": method,
@@ -115,21 +112,9 @@ def write_run(folder: Path, method: str, seed: int, status: str, steps: int) -> 
         "seed": seed,
         "optimizer": {"lr": 0.01, "betas": [0.9, 0.999]},
     }
-    run = {
-        "status": status,
-        "start_time": "2025-01-01T00:00:00.000000",
-        "experiment": {"name": "stream"},
-        "heartbeat": "2025-01-01T00:05:00.000000",
-    }
-    if status != "RUNNING":
-        run["stop_time"] = "2025-01-01T00:10:00.000000"
-    (folder / "config.json").write_text(json.dumps(config))
-    (folder / "run.json").write_text(json.dumps(run))
-    if not steps:
-        return 0
-    metrics = fake_metrics(method, seed, steps)
-    (folder / "metrics.json").write_text(json.dumps(metrics))
-    return sum(len(entry["steps"]) for entry in metrics.values())
+    metrics = fake_metrics(method, seed, steps) if steps else None
+    write_run_folder(folder, "stream", config, metrics, status)
+    return sum(len(entry["steps"]) for entry in (metrics or {}).values())
 
 
 @pytest.fixture(scope="module")
@@ -345,7 +330,7 @@ def test_summarise_gives_mean_std_and_count_over_seeds(frame):
     bp_finals = [np.mean([accuracy("bp", s, 3, e) for e in range(4)]) for s in (0, 1)]
     assert table.loc["bp", ("eval.accuracy", "mean")] == pytest.approx(np.mean(bp_finals))
     assert table.loc["bp", ("eval.accuracy", "std")] == pytest.approx(np.std(bp_finals, ddof=1))
-    assert table.loc["cbp", ("eval.accuracy", "n")] == 3  # the RUNNING run at its step 1
+    assert table.loc["cbp", ("eval.accuracy", "runs")] == 3  # the RUNNING run at its step 1
     assert table.loc["cbp", ("eval.bwt", "mean")] == pytest.approx((-0.03 - 0.03 - 0.01) / 3)
     at_zero = summarise(frame, "eval.bwt", at=0)
     assert (at_zero[("eval.bwt", "mean")] == 0).all()
@@ -363,13 +348,14 @@ def test_spearman_is_the_correlation_of_ranks():
 
 def test_plasticity_curve_draws_one_mean_line_and_band_per_method(frame):
     ax = plasticity_curve(frame, by_difficulty=False).axes[0]
-    assert [line.get_label() for line in ax.lines] == ["bp (n=2)", "cbp (n=3)"]
+    assert [line.get_label() for line in ax.lines] == ["method=bp (2 runs)", "method=cbp (3 runs)"]
     assert sum(isinstance(c, PolyCollection) for c in ax.collections) == 2
     bp_mean = ax.lines[0].get_ydata()
     assert bp_mean == pytest.approx([0.905] * EXPERIENCES)
     assert "accuracy" in ax.get_ylabel() and "experience" in ax.get_xlabel()
     assert len(plasticity_curve(frame, spread="none", by_difficulty=False).axes[0].collections) == 0
-    assert len(plasticity_curve(frame, hue=None, by_difficulty=False).axes[0].lines) == 1
+    pooled = plasticity_curve(frame, hue=None, pool=("method",), by_difficulty=False)
+    assert [line.get_label() for line in pooled.axes[0].lines] == ["all runs (5 runs)"]
 
 
 def test_cycling_difficulty_gets_one_panel_per_level(frame):
@@ -392,8 +378,8 @@ def test_halting_over_stream_overlays_the_difficulty_on_a_twin_axis(frame):
     assert list(difficulty.get_ydata()) == [2.0, 3.0, 4.0, 2.0]
     mixed = frame.copy()
     mixed.loc[mixed["run"] == "stream/1", "config.stream"] = "routh"
-    with pytest.raises(ValueError, match="several streams"):
-        halting_over_stream(mixed)
+    with pytest.raises(ValueError, match=r"several streams \['parity', 'routh'\].*where\("):
+        halting_over_stream(mixed, by_difficulty=False)
 
 
 def test_forgetting_vs_pondering_scatters_runs_and_fits_a_line_per_method(frame):
@@ -402,10 +388,10 @@ def test_forgetting_vs_pondering_scatters_runs_and_fits_a_line_per_method(frame)
     assert len(scatters) == 2 and len(ax.lines) == 2
     # 2 completed bp runs × experiences 0..2 (the last experience has no forgetting)
     assert len(scatters[0].get_offsets()) == 6
-    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    labels = [text.get_text() for text in ax.figure.legends[0].get_texts()]
     assert all("ρ=" in label and "r=" in label for label in labels)
     # bp: forgetting 0.35, 0.25, -0.05 per seed against halting 2, 2.5, 3 (+0.1 seed)
-    assert labels[0].startswith("bp (n=2): ρ=-0.")
+    assert labels[0].startswith("method=bp (2 runs): ρ=-0.")
 
 
 def test_plasticity_diagnostics_has_one_panel_per_metric(frame):
@@ -428,8 +414,9 @@ def test_halting_vs_difficulty_averages_experiences_at_the_last_step(frame):
     assert over_all[0] < bp.get_ydata()[0]  # earlier steps saw only early experiences
 
 
-@pytest.mark.parametrize("draw", list(FIGURES.values()), ids=list(FIGURES))
-def test_every_figure_names_the_metric_it_misses(frame, draw):
+@pytest.mark.parametrize("name", STREAM_FIGURES)
+def test_every_figure_names_the_metric_it_misses(frame, name):
+    draw = FIGURES[name].draw
     assert isinstance(draw(frame), Figure)
     train_only = frame[frame["group"] == "train"]
     with pytest.raises(ValueError, match=r"no '[a-zA-Z_.<>]+' metric in the runs; \w"):
@@ -441,16 +428,19 @@ def test_every_figure_names_the_metric_it_misses(frame, draw):
 
 def test_write_report_writes_the_figures_it_can_and_says_why_it_skips(frame, tmp_path):
     written = write_report(frame, tmp_path / "all")
-    assert [p.name for p in written] == [f"{name}.png" for name in FIGURES]
+    assert [p.name for p in written] == [f"{name}.png" for name in STREAM_FIGURES]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
     skipped: list[str] = []
     no_levels = frame[frame["difficulty"].isna()]
     written = write_report(no_levels, tmp_path / "some", log=skipped.append)
     assert "halting_vs_difficulty.png" not in [p.name for p in written]
-    assert len(written) == len(FIGURES) - 1
+    assert len(written) == len(STREAM_FIGURES) - 1
     assert skipped == [
+        "stream: 5 runs in 2 groups",
+        "  method=bp (2 runs)",
+        "  method=cbp (3 runs)",
         "skipped halting_vs_difficulty: no 'eval.halting_step.d<level>.exp<NNN>' metric in "
-        "the runs; it is logged only for streams whose samples carry a difficulty level"
+        "the runs; it is logged only for streams whose samples carry a difficulty level",
     ]
 
 
@@ -465,15 +455,28 @@ def test_report_command_writes_pngs_and_fails_without_runs(runs_root, tmp_path, 
         cwd=ROOT, capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert done.stderr == ""
-    assert len(list((tmp_path / "cli").glob("*.png"))) == len(FIGURES)
+    assert len(list((tmp_path / "cli").glob("*.png"))) == len(STREAM_FIGURES)
 
 
-@pytest.mark.parametrize("name", ["forgetting_vs_pondering", "plasticity_over_tasks"])
-def test_notebook_executes_on_the_runs_and_shows_figures(name, runs_root, monkeypatch):
+@pytest.mark.parametrize(
+    ("name", "figures"),
+    [
+        (
+            "forgetting_vs_pondering",
+            ["forgetting_vs_pondering", "halting_over_stream", "halting_vs_difficulty"],
+        ),
+        (
+            "plasticity_over_tasks",
+            ["plasticity_curve", "plasticity_diagnostics", "plasticity_diagnostics_more"],
+        ),
+    ],
+)
+def test_notebook_shows_and_writes_its_figures(name, figures, runs_root, tmp_path, monkeypatch):
     jupytext = pytest.importorskip("jupytext")
     nbclient = pytest.importorskip("nbclient")
     notebook = jupytext.read(ROOT / "analysis" / "notebooks" / f"{name}.py")
     monkeypatch.setenv("PONDERLIFE_RUNS_DIR", str(runs_root / "stream"))
+    monkeypatch.setenv("PONDERLIFE_FIGURES_DIR", str(tmp_path))
     client = nbclient.NotebookClient(
         notebook,
         timeout=60,
@@ -484,9 +487,13 @@ def test_notebook_executes_on_the_runs_and_shows_figures(name, runs_root, monkey
     outputs = [o for cell in notebook.cells for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o["output_type"] == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) == 3
+    assert len(images) == len(figures)
+    assert sorted(p.stem for p in tmp_path.glob("*.png")) == sorted(figures)
     tables = [o for o in outputs if "text/html" in o.get("data", {})]
     assert len(tables) == 2  # the runs and the summary
+    printed = "".join(o.get("text", "") for o in outputs if o["output_type"] == "stream")
+    assert f"figures written to {tmp_path}" in printed
+    assert "left out: {'RUNNING': ['stream/5'], 'FAILED': ['stream/6']}" in printed
 
 
 def test_analysis_imports_only_pandas_numpy_matplotlib_and_the_standard_library():

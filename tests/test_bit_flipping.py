@@ -1,11 +1,15 @@
 """The bit-flipping stream and its Sacred experiment."""
 
 import json
+import re
 
 import pytest
 import torch
 from tiny_configs import BIT_FLIPPING
 
+from analysis.runs import METRIC_NAME
+from experiments import bit_flipping
+from experiments._progress import timing
 from experiments.bit_flipping import ex
 from ponderlife.tasks import BitFlippingStream
 
@@ -78,12 +82,65 @@ def test_every_method_runs_and_logs_binned_error(observed, named):
     updates = {**TINY, "maturity_threshold": 5, "replacement_rate": 0.05, "redo_every": 10}
     run = ex.run(named_configs=[named], config_updates=updates)
     metrics = json.loads((observed / str(run._id) / "metrics.json").read_text())
-    assert metrics["stream.squared_error"]["steps"] == [20, 40, 60]
-    assert "model.weight_magnitude" in metrics
+    assert metrics["train.squared_error"]["steps"] == [20, 40, 60]
+    assert "plasticity.weight_magnitude" in metrics
     if named != "linear":
-        assert len(metrics["probe.effective_rank"]["values"]) == 3
+        assert len(metrics["plasticity.effective_rank"]["values"]) == 3
     if named == "cbp":
-        assert metrics["method.units_replaced"]["values"][-1] > 0
+        assert metrics["plasticity.units_replaced"]["values"][-1] > 0
+
+
+HIDDEN_LAYER = {
+    f"plasticity.{name}"
+    for name in (
+        "dead_fraction",
+        "dormant_fraction",
+        "effective_rank",
+        "approximate_rank",
+        "stable_rank",
+        "feature_norm",
+    )
+}
+WHOLE_MODEL = {
+    "train.squared_error",
+    "plasticity.weight_magnitude",
+    "plasticity.gradient_norm",
+    "plasticity.units_replaced",
+}
+
+
+@pytest.mark.parametrize(
+    ("named", "names"), [("cbp", WHOLE_MODEL | HIDDEN_LAYER), ("linear", WHOLE_MODEL)]
+)
+def test_metric_names_follow_the_stream_studys_scheme(observed, named, names):
+    run = ex.run(named_configs=[named], config_updates=TINY)
+    metrics = json.loads((observed / str(run._id) / "metrics.json").read_text())
+    assert set(metrics) == names
+    assert all(METRIC_NAME.match(name) for name in metrics)
+    # Steps are examples seen so far, one point per bin.
+    assert all(entry["steps"] == [20, 40, 60] for entry in metrics.values())
+
+
+def test_progress_lines_end_with_elapsed_time_and_eta(capsys):
+    ex.run(config_updates=TINY)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "] example " in line]
+    assert len(lines) == 3
+    for line in lines[:-1]:
+        assert re.search(r"\(\d+ s, ETA \d+ s\)$", line), line
+    assert re.search(r"example 60/60 .*\(\d+ s\)$", lines[-1]), lines[-1]  # done: no ETA
+
+
+def test_a_resumed_run_times_only_its_own_examples(observed, monkeypatch):
+    half = ex.run(config_updates={**TINY, "examples": 40})
+    calls = []
+
+    def recording(done, total, elapsed, start=0):
+        calls.append((done, total, start))
+        return timing(done, total, elapsed, start)
+
+    monkeypatch.setattr(bit_flipping, "timing", recording)
+    ex.run(config_updates={**TINY, "resume_from": str(observed / str(half._id))})
+    assert calls == [(60, 60, 40)]
 
 
 def test_resumed_cbp_run_ends_like_an_uninterrupted_one(observed):

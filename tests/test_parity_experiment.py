@@ -1,11 +1,15 @@
 """The parity Sacred experiment runs in-process on a tiny config, validates, and resumes."""
 
 import json
+import re
 
 import pytest
 from sacred.utils import ConfigAddedError
 from tiny_configs import PARITY
 
+from analysis.runs import METRIC_NAME
+from experiments import parity
+from experiments._progress import timing
 from experiments.parity import ex
 
 TINY = {**PARITY, "fixed_steps": 2, "seed": 7}
@@ -37,6 +41,46 @@ def test_each_model_runs_and_logs_per_split_metrics(observed, model):
     assert metrics["train.loss"]["steps"] == [2, 4]
     assert (observed / str(run._id) / "checkpoint.pt").is_file()
     assert 0.0 <= run.result["interpolation.accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("model", ["pondernet", "act"])
+def test_every_evaluation_logs_each_metric_per_number_of_nonzero_entries(observed, model):
+    run = ex.run(named_configs=[model], config_updates=TINY)
+    metrics, info = read_run(observed / str(run._id))
+    levels = {
+        f"eval.{name}.d{k}"
+        for name in ("accuracy", "halting_step", "expected_steps")
+        for k in range(1, 7)  # P = 6: k ≤ 3 (interpolation) and k > 3 (extrapolation)
+    }
+    assert {name for name in metrics if name.startswith("eval.")} == levels
+    assert all(METRIC_NAME.match(name) for name in metrics)
+    assert all(metrics[name]["steps"] == [2, 4] for name in levels)
+    if model == "act":  # deterministic: the last evaluation is the final one of info.json
+        for by_k in info["by_nonzero"].values():
+            for k, means in by_k.items():
+                for name, value in means.items():
+                    assert metrics[f"eval.{name}.d{k}"]["values"][-1] == pytest.approx(value)
+
+
+def test_progress_lines_end_with_elapsed_time_and_eta(capsys):
+    ex.run(config_updates=TINY)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "] update " in line]
+    assert len(lines) == 2
+    assert re.search(r"update 2/4 .*\(\d+ s, ETA \d+ s\)$", lines[0]), lines[0]
+    assert re.search(r"update 4/4 .*\(\d+ s\)$", lines[1]), lines[1]  # done: no ETA
+
+
+def test_a_resumed_run_times_only_its_own_updates(observed, monkeypatch):
+    half = ex.run(config_updates={**TINY, "train_steps": 2})
+    calls = []
+
+    def recording(done, total, elapsed, start=0):
+        calls.append((done, total, start))
+        return timing(done, total, elapsed, start)
+
+    monkeypatch.setattr(parity, "timing", recording)
+    ex.run(config_updates={**TINY, "resume_from": str(observed / str(half._id))})
+    assert calls == [(4, 4, 2)]
 
 
 @pytest.mark.parametrize(

@@ -495,6 +495,29 @@ def test_without_early_exit_evaluation_reports_the_full_halting_distribution():
     assert results[name] == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("arguments", "batches"),
+    [
+        ({"train_mb_size": BATCH}, [256, 44]),  # Avalanche's default would be 300 batches of 1
+        ({"train_mb_size": 512}, [300]),  # never smaller than the training minibatch
+        ({"train_mb_size": BATCH, "eval_mb_size": 100}, [100, 100, 100]),  # the caller's
+    ],
+)
+def test_ponder_template_evaluates_in_large_minibatches_unless_told_otherwise(arguments, batches):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(300, FEATURES, generator=generator)
+    data = tagged_dataset(x, (x[:, 0] > 0).long(), torch.ones(300, dtype=torch.long))
+    benchmark = benchmark_from_datasets(train=[data], test=[data])
+    model = pondernet()
+    strategy = PonderTemplate(
+        model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), **arguments
+    )
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
+    strategy.eval(benchmark.test_stream)
+    assert seen == batches
+
+
 def test_a_periodic_evaluation_does_not_wipe_the_training_metrics():
     torch.manual_seed(0)
     model = pondernet()

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -191,3 +192,49 @@ def test_checkpoints_load_with_weights_only(observe):
     state = load_checkpoint(root / str(run._id) / "checkpoint.pt")
     assert state["next_experience"] == 2
     assert isinstance(state["model"], dict) and torch.is_tensor(state["rng"]["torch"])
+
+
+@pytest.mark.parametrize(
+    ("avalanche_name", "scheme"),
+    [
+        ("MyMetric/eval_phase/test_stream/Task000/Exp003", "eval.mymetric.exp003"),
+        ("Top1_Acc_MB/train_phase/train_stream/Task000", "train.top1_acc_mb"),
+        ("Time_Epoch/train_phase/train_stream/Task000", "train.time_epoch"),
+        ("StreamBWT/eval_phase/test_stream", "eval.streambwt"),
+        ("My Metric/top-5/eval_phase/test_stream/Task002/Exp010", "eval.my_metric_top_5.exp010"),
+        ("TaskLoss/eval_phase/test_stream/Task000/Exp001", "eval.taskloss.exp001"),
+    ],
+)
+def test_unknown_metric_families_map_into_the_scheme_instead_of_being_dropped(
+    avalanche_name, scheme
+):
+    assert scheme_name(avalanche_name, 4) == scheme
+    assert stream_experiment.scheme_values({avalanche_name: 0.5}, 4, scheme[:5].rstrip(".")) == {
+        scheme: 0.5
+    }
+
+
+def test_values_that_are_no_number_are_left_out_with_a_warning_and_clashes_fail():
+    emitted = {"Confusion/eval_phase/test_stream/Exp000": torch.zeros(2, 2)}
+    with pytest.warns(UserWarning, match="'Confusion/eval_phase/test_stream/Exp000' emitted"):
+        assert stream_experiment.scheme_values(emitted, 0, "eval") == {}
+    clash = {
+        "Top1_Acc_Exp/eval_phase/test_stream/Exp000": 0.5,
+        "Accuracy/eval_phase/test_stream/Task000/Exp000": 0.4,
+    }
+    with pytest.raises(ValueError, match=r"both map to 'eval\.accuracy\.exp000'"):
+        stream_experiment.scheme_values(clash, 0, "eval")
+
+
+def test_progress_lines_end_with_elapsed_time_and_eta(capsys):
+    ex.run(config_updates={**TINY, "experiences": 3})
+    lines = [x for x in capsys.readouterr().out.splitlines() if "experience " in x]
+    assert len(lines) == 3
+    assert re.search(r"\(\d+ s, ETA \d+ s\)$", lines[0]), lines[0]
+    assert re.search(r"\(\d+ s\)$", lines[-1]), lines[-1]  # nothing left: no ETA
+
+
+def test_a_resumed_runs_eta_times_only_its_own_experiences():
+    # Restored at experience 2 of 6; experiences 2 and 3 took 20 s: 10 s each, 2 left.
+    line = stream_experiment.progress_line(3, 6, {}, 20.0, start=2)
+    assert line.endswith("(20 s, ETA 20 s)")

@@ -17,72 +17,69 @@
 # Does an experience that the network thought longer about (a higher halting step when it
 # was learned) get forgotten less, or more, by the end of the stream? This notebook reads
 # the Sacred runs of the `stream` experiment from `$PONDERLIFE_RUNS_DIR` (default
-# `runs/stream`, relative to the repository root) and only calls `analysis/` functions.
+# `runs/stream`, relative to the repository root), only calls `analysis/` functions, and
+# writes every figure it shows to `$PONDERLIFE_FIGURES_DIR` (default
+# `figures/forgetting_vs_pondering`) as PNG.
+#
+# Only finished runs are read, and a run that a resumed run continued is left out (the
+# resumed run holds its whole history); the first cell prints what was left out. Runs are
+# grouped by every config key that differs between them, seed aside, so no curve averages
+# different configurations; legends say how many runs (seeds) each group holds. To look at
+# a subset, filter the frame, e.g. `frame = where(frame, "stream=stability")`.
 #
 # What to look for:
 #
 # * **Final table**: mean ± std over seeds of the stream-level accuracy, forgetting and
-#   backward transfer (BWT) at the last experience, per model and method.
+#   backward transfer (BWT) at the last experience, one row per configuration.
 # * **Halting over the stream**: does the halting step follow the difficulty of each new
-#   experience (dashed grey)? A model that stops adapting its depth to difficulty ponders
-#   the same everywhere.
+#   experience? When the stream cycles through a few difficulty levels, the figure has one
+#   panel per level (the level in the panel's title): the curves should sit higher in the
+#   panels of harder levels, and a curve drifting within a panel is the depth for that level
+#   changing along the stream. Otherwise one panel shows the stream's difficulty dashed grey
+#   on a second axis. A model that stops adapting its depth ponders the same everywhere.
 # * **Forgetting vs pondering**: one point per run × experience. A negative slope
 #   (Spearman ρ < 0) means experiences learned with more steps were forgotten less; a
-#   method whose points sit lower forgets less overall. Correlation is not cause: hard
+#   group whose points sit lower forgets less overall. Correlation is not cause: hard
 #   experiences get both more steps and, often, more forgetting.
 # * **Halting vs difficulty**: at the end of the stream, is the depth still ordered by
 #   difficulty level?
 
 # %%
 # %matplotlib inline
-import os
-import sys
-from pathlib import Path
 
-# The repository root holds analysis/: search up from this script, or from the notebook's
-# working folder (Jupyter starts a notebook in its own folder, where __file__ is undefined).
-HERE = Path(globals().get("__file__", ".")).resolve()
-ROOT = next(p for p in [HERE, *HERE.parents] if (p / "analysis" / "runs.py").exists())
-sys.path.insert(0, str(ROOT))
-
-from analysis import (  # noqa: E402
+from analysis import (
     forgetting_vs_pondering,
     halting_over_stream,
     halting_vs_difficulty,
     load_configs,
-    load_runs,
+    notebook_runs,
+    save_figure,
     summarise,
 )
 
-RUNS_DIR = ROOT / os.environ.get("PONDERLIFE_RUNS_DIR", "runs/stream")
-HUE = "config.method"
-frame = load_runs(RUNS_DIR)
+frame, RUNS_DIR, FIGURES_DIR = notebook_runs("runs/stream", "figures/forgetting_vs_pondering")
 load_configs(RUNS_DIR)
 
 # %% [markdown]
 # ## Stream-level results at the last experience (mean ± std over seeds)
 
 # %%
-summarise(
-    frame,
-    ["eval.accuracy", "eval.forgetting", "eval.bwt"],
-    by=("config.model", "config.method"),
-)
+summarise(frame, ["eval.accuracy", "eval.forgetting", "eval.bwt"])
 
 # %% [markdown]
 # ## Halting step on each new experience, and the stream's difficulty
 
 # %%
-halting_over_stream(frame, hue=HUE)
+save_figure(halting_over_stream(frame), FIGURES_DIR, "halting_over_stream")
 
 # %% [markdown]
 # ## Forgetting at the end vs halting step when learned
 
 # %%
-forgetting_vs_pondering(frame, hue=HUE)
+save_figure(forgetting_vs_pondering(frame), FIGURES_DIR, "forgetting_vs_pondering")
 
 # %% [markdown]
 # ## Halting step per difficulty level at the end of the stream
 
 # %%
-halting_vs_difficulty(frame, hue=HUE)
+save_figure(halting_vs_difficulty(frame), FIGURES_DIR, "halting_vs_difficulty")

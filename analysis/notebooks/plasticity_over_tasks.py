@@ -17,60 +17,62 @@
 # Does the network keep its ability to learn new experiences as the stream goes on, and
 # which maintenance method (continual backprop, L2, shrink-and-perturb, ReDo, UPGD) keeps
 # it? This notebook reads the Sacred runs of the `stream` experiment from
-# `$PONDERLIFE_RUNS_DIR` (default `runs/stream`, relative to the repository root) and only
-# calls `analysis/` functions.
+# `$PONDERLIFE_RUNS_DIR` (default `runs/stream`, relative to the repository root), only
+# calls `analysis/` functions, and writes every figure it shows to
+# `$PONDERLIFE_FIGURES_DIR` (default `figures/plasticity_over_tasks`) as PNG.
+#
+# Only finished runs are read, and a run that a resumed run continued is left out; the
+# first cell prints what was left out. Runs are grouped by every config key that differs
+# between them, seed aside (a method whose named config changes its learning rate, like
+# `upgd`, shows it in its label); legends say how many runs each group holds. To look at a
+# subset, filter the frame, e.g. `frame = where(frame, "stream=stability")`.
 #
 # What to look for:
 #
 # * **Accuracy on each new experience**: plain backprop (`bp`) losing plasticity shows
 #   as a curve that falls along the stream; a method that maintains plasticity stays flat.
-# * **Diagnostics**: loss of plasticity usually comes with a growing fraction of dormant
-#   units, a falling effective rank of the features and growing weights; continual
-#   backprop's replaced units show when and how much it intervenes.
+#   When the stream cycles through a few difficulty levels, there is one panel per level
+#   (the level in the title), so the fall is read within a level, not across the zig-zag.
+# * **Diagnostics**, measured on a probe batch after each experience: loss of plasticity
+#   usually comes with a growing fraction of dormant units, a falling effective rank of the
+#   features and growing weights; continual backprop's replaced units (cumulative) show
+#   when and how much it intervenes.
 # * **Table**: the same diagnostics at the last experience, mean ± std over seeds.
 
 # %%
 # %matplotlib inline
-import os
-import sys
-from pathlib import Path
 
-# The repository root holds analysis/: search up from this script, or from the notebook's
-# working folder (Jupyter starts a notebook in its own folder, where __file__ is undefined).
-HERE = Path(globals().get("__file__", ".")).resolve()
-ROOT = next(p for p in [HERE, *HERE.parents] if (p / "analysis" / "runs.py").exists())
-sys.path.insert(0, str(ROOT))
-
-from analysis import (  # noqa: E402
+from analysis import (
     load_configs,
-    load_runs,
+    notebook_runs,
     plasticity_curve,
     plasticity_diagnostics,
+    save_figure,
     summarise,
 )
 
-RUNS_DIR = ROOT / os.environ.get("PONDERLIFE_RUNS_DIR", "runs/stream")
-HUE = "config.method"
-frame = load_runs(RUNS_DIR)
+frame, RUNS_DIR, FIGURES_DIR = notebook_runs("runs/stream", "figures/plasticity_over_tasks")
 load_configs(RUNS_DIR)
 
 # %% [markdown]
 # ## Accuracy on each new experience, right after training on it
 
 # %%
-plasticity_curve(frame, hue=HUE)
+save_figure(plasticity_curve(frame), FIGURES_DIR, "plasticity_curve")
 
 # %% [markdown]
 # ## Plasticity diagnostics on a probe batch after each experience
 
 # %%
-plasticity_diagnostics(frame, hue=HUE)
+save_figure(plasticity_diagnostics(frame), FIGURES_DIR, "plasticity_diagnostics")
 
 # %%
-plasticity_diagnostics(
-    frame,
-    hue=HUE,
-    metrics=("dead_fraction", "stable_rank", "feature_norm", "gradient_norm"),
+save_figure(
+    plasticity_diagnostics(
+        frame, metrics=("dead_fraction", "stable_rank", "feature_norm", "gradient_norm")
+    ),
+    FIGURES_DIR,
+    "plasticity_diagnostics_more",
 )
 
 # %% [markdown]
@@ -85,5 +87,4 @@ summarise(
         "plasticity.weight_magnitude",
         "plasticity.units_replaced",
     ],
-    by=("config.model", "config.method"),
 )

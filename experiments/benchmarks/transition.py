@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out)
         image = out.with_suffix(".png")
         figure(table, rows).savefig(image, dpi=120, bbox_inches="tight")
-        command = "python -m experiments.benchmarks.transition " + shlex.join(
+        command = ".venv/bin/python -m experiments.benchmarks.transition " + shlex.join(
             sys.argv[1:] if argv is None else argv
         )
         seconds = time.perf_counter() - began
