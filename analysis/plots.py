@@ -269,23 +269,37 @@ MAX_LEVEL_PANELS = 6
 
 def _levels(frame: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame | None:
     """``table`` (one row per run × experience) with each experience's difficulty level
-    (``stream.difficulty`` at that step) as ``level``, when the stream cycles through 2 to
-    :data:`MAX_LEVEL_PANELS` levels; None otherwise."""
+    (``stream.difficulty`` at that step) as ``level`` and its panel as ``panel``, when the
+    streams cycle through 2 to :data:`MAX_LEVEL_PANELS` panels; None otherwise. Levels of
+    different streams mean different things (n = 3 of a linear system, k = 3 nonzeros of
+    parity), so with several streams a panel is a (stream, level) pair."""
     merged = with_difficulty(frame, table)
-    count = merged["level"].nunique()
+    streams = merged.get("config.stream")
+    if streams is not None and streams.nunique() > 1:
+        merged["panel"] = [
+            f"{stream}, difficulty {level:g}"
+            for stream, level in zip(streams, merged["level"], strict=True)
+        ]
+    else:
+        merged["panel"] = [f"difficulty {level:g}" for level in merged["level"]]
+    count = merged["panel"].nunique()
     return merged if 2 <= count <= MAX_LEVEL_PANELS else None
 
 
 def _per_level_panels(
     table: pd.DataFrame, groups: list[_Group], spread: Spread, title: str, ylabel: str
 ) -> Figure:
-    """One panel per difficulty level, sharing the y axis: a trend within a level is not
-    hidden by the zig-zag of a stream that cycles through levels."""
-    levels = sorted(table["level"].unique())
-    figure, axes = _figure(1, len(levels))
-    for ax, level in zip(axes[0], levels, strict=True):
-        _mean_band(ax, table[table["level"] == level], "experience", groups, spread)
-        _style(ax, f"{title}, difficulty {level:g}", "experience (index)", ylabel)
+    """One panel per difficulty level (per stream and level with several streams, see
+    :func:`_levels`), sharing the y axis: a trend within a level is not hidden by the
+    zig-zag of a stream that cycles through levels."""
+    order = table.drop_duplicates("panel").sort_values(
+        [c for c in ("config.stream", "level") if c in table]
+    )
+    panels = list(order["panel"])
+    figure, axes = _figure(1, len(panels))
+    for ax, panel in zip(axes[0], panels, strict=True):
+        _mean_band(ax, table[table["panel"] == panel], "experience", groups, spread)
+        _style(ax, f"{title}, {panel}", "experience (index)", ylabel)
     shared = [ax.get_ylim() for ax in axes[0]]
     for ax in axes[0]:
         ax.set_ylim(min(lo for lo, _ in shared), max(hi for _, hi in shared))

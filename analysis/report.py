@@ -47,9 +47,11 @@ __all__ = [
     "write_report",
 ]
 
-#: The repository root (the project is installed in place): notebooks' default folders
-#: are relative to it, wherever Jupyter starts them.
-ROOT = Path(__file__).resolve().parents[1]
+#: Where notebooks' default folders are relative to, wherever Jupyter starts them: the
+#: repository root when the project is installed in place (``make``, ``pip install -e``),
+#: else (a copy in site-packages) the working directory.
+_CHECKOUT = Path(__file__).resolve().parents[1]
+ROOT = _CHECKOUT if (_CHECKOUT / "pyproject.toml").is_file() else Path.cwd()
 
 
 @dataclass(frozen=True)

@@ -375,13 +375,22 @@ def load_configs(*roots: str | Path) -> pd.DataFrame:
     return frame
 
 
-def mongo_runs(url: str, db_name: str, query: dict[str, Any] | None = None) -> pd.DataFrame:
+def mongo_runs(
+    url: str,
+    db_name: str,
+    query: dict[str, Any] | None = None,
+    statuses: str | Iterable[str] | None = "COMPLETED",
+) -> pd.DataFrame:
     """The :func:`load_runs` frame of the runs in a Sacred ``MongoObserver`` database.
 
-    ``query`` filters the ``runs`` collection (``{"status": "COMPLETED"}``,
-    ``{"config.method": "cbp"}``); runs are labelled ``<db_name>/<_id>`` and ``run_dir`` is
-    the URL. Needs ``pymongo``. Only the ImportError path and a fake client are tested
-    (the project has no MongoDB); the document layout is Sacred 0.8's (``runs`` with
+    ``query`` filters the ``runs`` collection (``{"config.method": "cbp"}``) and, as in
+    :func:`load_runs`, only finished runs count unless ``statuses`` says otherwise (a
+    status, several, or None for every status). Superseded runs cannot be told apart here:
+    a resume marks ``superseded_by`` in the run folder's ``run.json`` only, so a database
+    that holds a killed run and its resumed copy has both (the killed one is not
+    COMPLETED, so the default leaves it out). Runs are labelled ``<db_name>/<_id>`` and
+    ``run_dir`` is the URL. Needs ``pymongo``. Only the ImportError path and a fake client
+    are tested (the project has no MongoDB); the document layout is Sacred 0.8's (``runs`` with
     ``config``, ``status``, ``experiment.name``; ``metrics`` with ``run_id``, ``name``,
     ``steps``, ``values``, ``timestamps``).
     """
@@ -393,8 +402,10 @@ def mongo_runs(url: str, db_name: str, query: dict[str, Any] | None = None) -> p
             "folders with load_runs)"
         ) from error
     database = pymongo.MongoClient(url)[db_name]
-    records = []
+    keep, records = _status_filter(statuses), []
     for run in database["runs"].find(query or {}):
+        if keep is not None and run.get("status", "UNKNOWN") not in keep:
+            continue
         metrics = {
             entry["name"]: {
                 "steps": entry.get("steps", []),
@@ -479,9 +490,14 @@ def _varying(runs: pd.DataFrame, ignore: set[str]) -> list[str]:
 def format_value(value: Any) -> str:
     """A config value as :func:`where` reads it back: ``16`` for an integral float (a key
     some runs lack turns ints into floats), the shortest round-trip repr for other floats,
-    ``None`` for a missing value."""
+    ``None`` for a missing value, ``(3,4,6)`` for a list (a tuple in the frame)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "None"
+    if isinstance(value, tuple):
+        # No spaces: a label's items are split at ", " (dimensions=(3,4,6), method=cbp);
+        # strings quoted so that the tuple reads back as one.
+        items = [repr(item) if isinstance(item, str) else format_value(item) for item in value]
+        return "(" + ",".join(items) + ("," if len(items) == 1 else "") + ")"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return repr(value) if isinstance(value, float) else str(value)
@@ -632,7 +648,7 @@ def where(frame: pd.DataFrame, *conditions: str, **equals: Any) -> pd.DataFrame:
     ``conditions`` are ``"key=value"`` strings (``"stream=stability"``, ``"optimizer.lr=1e-3"``;
     the ``config.`` prefix is optional, ``experiment`` and ``status`` work too), the value
     read by :func:`parse_value`; ``equals`` are the same as keywords with typed values
-    (``method="cbp"``). An unknown key raises a KeyError listing the keys; a value no run
+    (``method="cbp"``). An unknown key raises a ValueError listing the keys; a value no run
     has raises a ValueError listing the values the runs have.
     """
     items = []

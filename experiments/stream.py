@@ -46,7 +46,7 @@ from sacred import Experiment
 from sacred.utils import apply_backspaces_and_linefeeds
 
 from experiments import _runs, _tensorboard
-from experiments._config import check, guard
+from experiments._config import CHOICES, check, guard
 from experiments._progress import timing
 from experiments._registry import Key, Registry
 from experiments._runs import run_directory
@@ -117,8 +117,6 @@ def config():
     #   samples_per_experience] (split_fashion: the smallest experience's training set)
 
     # ---- model -----------------------------------------------------------------------------
-    step = "mlp"  # step function: "mlp" (residual MLP), "rnn" (tanh cell), "gru", or
-    #   "transformer" (token inputs; linear-system streams stability / controllability)
     hidden_size = 64  # units of the step function; int ≥ 1
     halting_bias = None  # initial halting-head bias (None: PyTorch's default init)
     beta = 0.05  # PonderNet: weight of KL(p ‖ p_G); ≥ 0
@@ -153,6 +151,13 @@ STREAMS = Registry(
     what="stream",
     default="stability",
     options={"tokens": False, "transitions": ("abrupt",)},
+)
+#: Step functions: ``build(cfg, example, outputs) -> step`` for inputs like ``example`` (one
+#: sample) and ``outputs`` logits (see ponderlife.steps for what a step is). Options:
+#: ``tokens`` (reads token inputs, which only streams registered with ``tokens`` provide)
+#: and ``units`` (declares the unit layers continual backprop and ReDo manage).
+STEPS = Registry(
+    ex, "step", what="step function", default="mlp", options={"tokens": False, "units": True}
 )
 #: Models: ``build(cfg, step) -> model`` around the step function the study builds for the
 #: stream's inputs (a PonderNet, ACT or FixedDepth: what PonderTemplate trains).
@@ -273,7 +278,7 @@ def linear_system(cfg: dict, seed: int):
     options = _linear_system_options(cfg)
     options["permute_inputs"] = bool(cfg["permute_inputs"])
     options["drift"] = cfg["drift"]
-    if cfg["step"] == "transformer":
+    if STEPS.chosen(cfg).options["tokens"]:
         options["encoding"] = "tokens"
     return linear_system_stream(
         task=cfg["stream"],
@@ -394,12 +399,47 @@ def split_fashion(cfg: dict, seed: int):
 
 # ---- models -------------------------------------------------------------------------------
 
+
+def _cell(step_class):
+    """The builder of a step function that reads a flat input of ``example.numel()``
+    features."""
+
+    def build(cfg: dict, example: torch.Tensor, outputs: int) -> torch.nn.Module:
+        width = cfg["hidden_size"]
+        return step_class(example.numel(), width, outputs, halting_bias=cfg["halting_bias"])
+
+    return build
+
+
+STEPS.register("mlp", _cell(ResidualMLPStep), doc="residual MLP step (the default)")
+STEPS.register("rnn", _cell(RNNStep), doc="tanh RNN cell (the PonderNet paper's parity model)")
+STEPS.register("gru", _cell(GRUStep), doc="GRU cell")
+
+
+@STEPS.register(
+    "transformer",
+    doc="transformer encoder over token inputs (streams that encode tokens: stability, "
+    "controllability)",
+    tokens=True,
+    units=False,  # no unit layers: cbp and redo are refused with it
+)
+def transformer(cfg: dict, example: torch.Tensor, outputs: int) -> torch.nn.Module:
+    return TransformerStep(
+        outputs,
+        d_model=cfg["hidden_size"],
+        vocab_size=VOCAB_SIZE,
+        pad_token=PAD_TOKEN,
+        max_len=max(256, example.numel()),
+        halting_bias=cfg["halting_bias"],
+    )
+
+
 MAX_STEPS = Key(10, "most ponder steps N; int ≥ 1", _integer(1))
 
 
 @MODELS.register(
     "pondernet",
-    doc="PonderNet, a learned halting distribution over the steps (Banino et al.)",
+    doc=CHOICES["model"]["pondernet"],
     keys={
         "max_steps": MAX_STEPS,
         "epsilon": Key(
@@ -428,7 +468,7 @@ def pondernet(cfg: dict, step: torch.nn.Module) -> torch.nn.Module:
 
 @MODELS.register(
     "act",
-    doc="Adaptive Computation Time (Graves)",
+    doc=CHOICES["model"]["act"],
     keys={"max_steps": MAX_STEPS},
 )
 def act(cfg: dict, step: torch.nn.Module) -> torch.nn.Module:
@@ -437,7 +477,7 @@ def act(cfg: dict, step: torch.nn.Module) -> torch.nn.Module:
 
 @MODELS.register(
     "fixed",
-    doc="the step function unrolled fixed_steps times, no halting",
+    doc=CHOICES["model"]["fixed"],
     keys={"fixed_steps": Key(4, "steps of the fixed-depth model; int ≥ 1", _integer(1))},
 )
 def fixed(cfg: dict, step: torch.nn.Module) -> torch.nn.Module:
@@ -452,12 +492,12 @@ INIT = Key(
     _one_of("default", "kaiming"),
 )
 
-METHODS.register("bp", list, doc="plain backprop, no plasticity method")
+METHODS.register("bp", list, doc=CHOICES["method"]["bp"])
 
 
 @METHODS.register(
     "cbp",
-    doc="continual backprop: replace mature low-utility units (Dohare et al.)",
+    doc=CHOICES["method"]["cbp"],
     keys={
         "replacement_rate": Key(
             1e-3, "cbp: fraction of eligible units replaced per update; [0, 1]", _unit_interval()
@@ -491,7 +531,7 @@ def cbp(cfg: dict) -> list:
 
 @METHODS.register(
     "l2",
-    doc="decoupled weight decay towards zero after every update",
+    doc=CHOICES["method"]["l2"],
     keys={"weight_decay": Key(1e-4, "l2: per-update decoupled decay; [0, 1]", _unit_interval())},
 )
 def l2(cfg: dict) -> list:
@@ -500,7 +540,7 @@ def l2(cfg: dict) -> list:
 
 @METHODS.register(
     "shrink_perturb",
-    doc="shrink the weights and add Gaussian noise after every update (Ash & Adams)",
+    doc=CHOICES["method"]["shrink_perturb"],
     keys={
         "shrink": Key(1e-4, "shrink_perturb: per-update shrink; [0, 1]", _unit_interval()),
         "noise_std": Key(
@@ -514,7 +554,7 @@ def shrink_perturb(cfg: dict) -> list:
 
 @METHODS.register(
     "l2_init",
-    doc="decoupled pull towards the initial weights (Kumar et al.)",
+    doc=CHOICES["method"]["l2_init"],
     keys={
         "l2_init_strength": Key(
             1e-2,
@@ -529,7 +569,7 @@ def l2_init(cfg: dict) -> list:
 
 @METHODS.register(
     "redo",
-    doc="recycle τ-dormant units every redo_every updates (ReDo, Sokar et al.)",
+    doc=CHOICES["method"]["redo"],
     keys={
         "redo_tau": Key(0.1, "redo: τ-dormancy threshold; ≥ 0", _at_least(0.0)),
         "redo_every": Key(100, "redo: updates between recycling rounds; int ≥ 1", _integer(1)),
@@ -554,7 +594,7 @@ def _upgd_optimizer(cfg: dict, model: torch.nn.Module) -> torch.optim.Optimizer:
 METHODS.register(
     "upgd",
     list,  # an optimizer, no plugin
-    doc="utility-gated perturbed gradient descent, its own optimizer (Elsayed & Mahmood)",
+    doc=CHOICES["method"]["upgd"],
     keys={
         "upgd_weight_decay": Key(1e-3, "upgd: weight decay; ≥ 0", _at_least(0.0)),
         "upgd_sigma": Key(1e-3, "upgd: perturbation std; ≥ 0", _at_least(0.0)),
@@ -586,14 +626,12 @@ def demo():
 
 # ---- validation and building --------------------------------------------------------------
 
-STEPS = {"mlp": ResidualMLPStep, "rnn": RNNStep, "gru": GRUStep, "transformer": TransformerStep}
-REGISTRIES = (STREAMS, MODELS, METHODS, METRICS)
+REGISTRIES = (STREAMS, STEPS, MODELS, METHODS, METRICS)
 
 
 def validate(cfg: dict) -> None:
     """Fail before any work with a message naming the bad key and its allowed values: the
     shared keys here, then every registered part's keys, then the chosen parts' checks."""
-    check.choice(cfg, "step", tuple(STEPS))
     check.choice(cfg, "optimizer", ("adam", "sgd"))
     for key in (
         "experiences",
@@ -619,6 +657,7 @@ def validate(cfg: dict) -> None:
     for registry in REGISTRIES:
         registry.check_keys(cfg)
     stream = STREAMS.check_chosen(cfg)
+    step = STEPS.check_chosen(cfg)
     MODELS.check_chosen(cfg)
     method = METHODS.check_chosen(cfg)
     if cfg["transition"] not in stream.options["transitions"]:
@@ -626,30 +665,39 @@ def validate(cfg: dict) -> None:
             f"config 'transition' must be one of {stream.options['transitions']} for stream "
             f"{cfg['stream']!r} (what its builder implements), got {cfg['transition']!r}"
         )
-    if cfg["step"] == "transformer" and not stream.options["tokens"]:
+    if step.options["tokens"] and not stream.options["tokens"]:
         tokens = tuple(name for name in STREAMS if STREAMS[name].options["tokens"])
         raise ValueError(
-            f"config 'step' = 'transformer' reads token inputs, which only the streams "
+            f"config 'step' = {cfg['step']!r} reads token inputs, which only the streams "
             f"{tokens} provide; got stream {cfg['stream']!r}"
         )
-    if cfg["step"] == "transformer" and method.options["units"]:
+    if method.options["units"] and not step.options["units"]:
+        with_units = tuple(name for name in STEPS if STEPS[name].options["units"])
         raise ValueError(
-            f"config 'method' = {cfg['method']!r} needs unit layers, which the transformer "
-            "step does not declare; use step 'mlp', 'rnn' or 'gru'"
+            f"config 'method' = {cfg['method']!r} needs unit layers, which the "
+            f"{cfg['step']!r} step does not declare; use a step of {with_units}"
         )
     check.resume_from(cfg, ex.path)  # exists, is a run of this experiment, intact checkpoint
 
 
 def build_stream(cfg: dict, seed: int):
     """The Avalanche benchmark of the config (all of it is drawn up front, seeded)."""
-    return _with_stream_facts(STREAMS.chosen(cfg).build(cfg, seed))
+    return _with_stream_facts(STREAMS.chosen(cfg).build(cfg, seed), cfg)
 
 
-def _with_stream_facts(benchmark):
+def _with_stream_facts(benchmark, cfg: dict):
     """The facts the study logs per experience, for a benchmark built without
     :mod:`strategies.streams` (which records them): an abrupt stream has no samples from
-    the previous task, and its test overlap is measured here."""
+    the previous task, and its test overlap is measured here. A gradual config whose
+    stream built no mixture is refused rather than run as an abrupt one."""
     if not hasattr(benchmark, "transition"):
+        if cfg["transition"] != "abrupt":
+            raise ValueError(
+                f"config 'transition' = {cfg['transition']!r}, but the stream "
+                f"{cfg['stream']!r} built a benchmark without `transition` and "
+                "`from_previous`: build it with strategies.streams (transition=..., "
+                "window=...) or register the stream with transitions=('abrupt',)"
+            )
         benchmark.transition = "abrupt"
     if not hasattr(benchmark, "from_previous"):
         benchmark.from_previous = [
@@ -672,18 +720,7 @@ def _inputs(experience) -> torch.Tensor:
 
 def build_step(cfg: dict, example: torch.Tensor, outputs: int) -> torch.nn.Module:
     """The step function for inputs like ``example`` (one sample) and ``outputs`` logits."""
-    if cfg["step"] == "transformer":
-        return TransformerStep(
-            outputs,
-            d_model=cfg["hidden_size"],
-            vocab_size=VOCAB_SIZE,
-            pad_token=PAD_TOKEN,
-            max_len=max(256, example.numel()),
-            halting_bias=cfg["halting_bias"],
-        )
-    return STEPS[cfg["step"]](
-        example.numel(), cfg["hidden_size"], outputs, halting_bias=cfg["halting_bias"]
-    )
+    return STEPS.chosen(cfg).build(cfg, example, outputs)
 
 
 def build_model(cfg: dict, benchmark) -> torch.nn.Module:
@@ -742,7 +779,6 @@ def build_strategy(cfg: dict, benchmark, metrics=()):
         **({"task_loss": mse_per_sample} if regression else {}),
         train_mb_size=cfg["batch_size"],
         train_epochs=cfg["epochs"],
-        eval_mb_size=max(cfg["batch_size"], 256),
         device=cfg["device"],
         plugins=[*build_method(cfg), FiniteLossPlugin()],
         evaluator=evaluator,

@@ -261,16 +261,20 @@ def test_mongo_runs_reads_sacred_documents_into_the_same_frame(monkeypatch):
                 {"_id": 7, "status": "COMPLETED", "experiment": {"name": "stream"},
                  "config": {"method": "cbp", "optimizer": {"lr": 0.1}}},
                 {"_id": 8, "status": "FAILED", "config": {"method": "bp"}},
+                {"_id": 9, "status": "RUNNING", "config": {"method": "cbp"}},
             ]
         ),
         "metrics": Collection(
-            [{"run_id": 7, "name": name, **entry} for name, entry in metrics.items()]
+            [{"run_id": run, "name": name, **entry} for name, entry in metrics.items()
+             for run in (7, 9)]
         ),
     }  # fmt: skip
     fake = types.SimpleNamespace(MongoClient=lambda url: {"sacred": database})
     monkeypatch.setitem(sys.modules, "pymongo", fake)
     loaded = mongo_runs("mongodb://localhost", "sacred", query={})
-    assert loaded["run"].unique().tolist() == ["sacred/7"]  # run 8 logged nothing
+    assert loaded["run"].unique().tolist() == ["sacred/7"]  # 8 logged nothing, 9 RUNNING
+    every = mongo_runs("mongodb://localhost", "sacred", query={}, statuses=None)
+    assert every["run"].unique().tolist() == ["sacred/7", "sacred/9"]
     assert len(loaded) == sum(len(entry["steps"]) for entry in metrics.values())
     assert loaded["config.optimizer.lr"].unique().tolist() == [0.1]
     assert only(loaded, "sacred/7", "eval.accuracy.exp000", 1) == accuracy("cbp", 1, 1, 0)

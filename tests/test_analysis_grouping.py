@@ -320,3 +320,37 @@ def test_report_where_keeps_the_selected_runs_and_a_pooling_hue_is_refused(
 def test_every_report_figure_belongs_to_an_experiment_with_a_unique_file_name():
     assert {spec.experiment for spec in FIGURES.values()} == {"stream", "bit_flipping", "parity"}
     assert len(set(FIGURES)) == len(FIGURES)
+
+
+def test_difficulty_panels_of_two_streams_are_apart(mixed_root):
+    """stability's n = 3 and parity's k = 3 are different levels: one panel each, never a
+    panel that puts both streams' "difficulty 3" together."""
+    frame = load_runs(mixed_root)
+    titles = [ax.get_title() for ax in plasticity_curve(frame).axes if ax.get_title()]
+    assert titles == [
+        f"New-experience accuracy, {stream}, difficulty {level}"
+        for stream in ("parity", "stability")
+        for level in LEVELS
+    ]
+    one = plasticity_curve(where(frame, "stream=stability"))
+    assert [ax.get_title() for ax in one.axes if ax.get_title()] == [
+        f"New-experience accuracy, difficulty {level}" for level in LEVELS
+    ]
+
+
+def test_labels_of_list_values_read_back_as_where_conditions(tmp_path):
+    """A list key (the stream's `dimensions`) in a label has no ", " inside it, so a label
+    still splits into its conditions, each of which selects the group's runs."""
+    root = tmp_path / "runs" / "stream"
+    stream_run(root, "1", "cbp", "stability", 0, dimensions=[3, 4, 6])
+    stream_run(root, "2", "cbp", "stability", 0, dimensions=[3, 4])
+    stream_run(root, "3", "cbp", "stability", 0, dimensions=[3, 4], schedule=["easy", "hard"])
+    frame = load_runs(root)
+    groups = run_groups(frame)
+    assert sorted(groups["group"]) == [
+        "dimensions=(3,4), schedule=('easy','hard')",
+        "dimensions=(3,4), schedule=None",
+        "dimensions=(3,4,6), schedule=None",
+    ]
+    for label, runs in groups.groupby("group"):
+        assert set(where(frame, *label.split(", "))["run"]) == set(runs.index)

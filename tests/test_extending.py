@@ -134,3 +134,44 @@ def test_a_registration_that_clashes_is_refused(name, keys, message):
     with pytest.raises(ValueError, match=message):
         study.STREAMS.register(name, list, keys=keys)
     assert name not in study.STREAMS
+
+
+def test_a_gradual_config_on_a_stream_that_built_no_mixture_is_refused(example):
+    """A registration that claims gradual transitions but builds a plain benchmark would
+    otherwise run a gradual config as an abrupt one."""
+    study.STREAMS.register(
+        "claims_gradual", example["drifting_blobs"], transitions=("abrupt", "gradual")
+    )
+    try:
+        config = {**STREAM, "stream": "claims_gradual", "transition": "gradual", "window": 8}
+        config = {**study.ex._create_run(config_updates=config).config}
+        with pytest.raises(ValueError, match=r"config 'transition' = 'gradual'.*claims_gradual"):
+            study.build_stream(config, seed=0)
+        config["transition"] = "abrupt"
+        assert study.build_stream(config, seed=0).transition == "abrupt"
+    finally:
+        study.STREAMS.unregister("claims_gradual")
+
+
+def test_a_step_function_of_your_own_is_one_registration():
+    from ponderlife import GRUStep
+
+    built = []
+
+    def wide_gru(cfg, example, outputs):
+        built.append((example.numel(), outputs))
+        return GRUStep(example.numel(), 2 * cfg["hidden_size"], outputs)
+
+    study.STEPS.register("wide_gru", wide_gru, doc="a GRU twice as wide", units=False)
+    try:
+        config = {**STREAM, "step": "wide_gru"}
+        config = {**study.ex._create_run(config_updates=config).config}
+        study.validate(config)
+        model = study.build_model(config, study.build_stream(config, seed=0))
+        assert isinstance(model.step, GRUStep) and built == [(16, 2)]  # 4 × 4 matrices
+        assert model.step.cell.hidden_size == 2 * STREAM["hidden_size"]
+        with pytest.raises(ValueError, match="config 'method' = 'cbp' needs unit layers"):
+            study.validate({**config, "method": "cbp"})
+        assert study.ex._create_run(named_configs=["wide_gru"]).config["step"] == "wide_gru"
+    finally:
+        study.STEPS.unregister("wide_gru")

@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
                     print(table([row]).splitlines()[-1], flush=True)
     text = table(rows)
     command = (
-        f"python -m experiments.benchmarks.shortcuts --dimensions "
+        f".venv/bin/python -m experiments.benchmarks.shortcuts --dimensions "
         f"{' '.join(map(str, args.dimensions))} --train {args.train} --test {args.test} "
         f"--seed {args.seed}"
     )
