@@ -207,8 +207,11 @@ def _run_state(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     }
 
 
-def _read_run(label: str, folder: Path) -> dict[str, Any]:
-    run, state = _run_state(folder)
+def _read_run(
+    label: str, folder: Path, read: tuple[dict[str, Any], dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The run's record; ``read`` is its :func:`_run_state` when the caller has it."""
+    run, state = read or _run_state(folder)
     return {
         "run": label,
         "run_dir": str(folder),
@@ -318,10 +321,11 @@ def load_runs(
     (``config.optimizer.lr``). No runs → an empty frame with the :data:`RUN_COLUMNS`.
     """
     keep = _status_filter(statuses)
+    states = ((label, folder, _run_state(folder)) for label, folder in _find_runs(roots))
     return _frame_from_records(
-        _read_run(label, folder)
-        for label, folder in _find_runs(roots)
-        if _kept(_run_state(folder)[1], keep, superseded)
+        _read_run(label, folder, read)
+        for label, folder, read in states
+        if _kept(read[1], keep, superseded)
     )
 
 

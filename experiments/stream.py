@@ -809,9 +809,11 @@ def scheme_values(emitted: dict, experience: int, phase: str) -> dict[str, float
         if torch.is_tensor(value) and value.numel() == 1:
             value = value.item()
         if not isinstance(value, float | int):
-            _warn_once(
+            # Python's default warning filter shows each message once per call site.
+            warnings.warn(
                 f"metric {avalanche_name!r} emitted a {type(value).__name__}, not a number: "
-                "Sacred logs plain floats, so the study leaves it out"
+                "Sacred logs plain floats, so the study leaves it out",
+                stacklevel=2,
             )
             continue
         if name in sources:
@@ -821,15 +823,6 @@ def scheme_values(emitted: dict, experience: int, phase: str) -> dict[str, float
             )
         values[name], sources[name] = value, avalanche_name
     return values
-
-
-_warned: set[str] = set()
-
-
-def _warn_once(message: str) -> None:
-    if message not in _warned:
-        _warned.add(message)
-        warnings.warn(message, stacklevel=3)
 
 
 def forgetting(history: dict, experience: int) -> dict[str, float]:

@@ -14,6 +14,7 @@ import pytest
 from matplotlib.collections import PathCollection, PolyCollection
 from matplotlib.figure import Figure
 from run_folders import log_metric, write_run_folder
+from run_notebook import execute_notebook
 
 from analysis import (
     accuracy_matrix,
@@ -476,19 +477,7 @@ def test_report_command_writes_pngs_and_fails_without_runs(runs_root, tmp_path, 
     ],
 )
 def test_notebook_shows_and_writes_its_figures(name, figures, runs_root, tmp_path, monkeypatch):
-    jupytext = pytest.importorskip("jupytext")
-    nbclient = pytest.importorskip("nbclient")
-    notebook = jupytext.read(ROOT / "analysis" / "notebooks" / f"{name}.py")
-    monkeypatch.setenv("PONDERLIFE_RUNS_DIR", str(runs_root / "stream"))
-    monkeypatch.setenv("PONDERLIFE_FIGURES_DIR", str(tmp_path))
-    client = nbclient.NotebookClient(
-        notebook,
-        timeout=60,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(ROOT / "analysis" / "notebooks")}},
-    )
-    client.execute()
-    outputs = [o for cell in notebook.cells for o in cell.get("outputs", [])]
+    outputs = execute_notebook(name, runs_root / "stream", tmp_path, monkeypatch)
     assert not [o for o in outputs if o["output_type"] == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) == len(figures)

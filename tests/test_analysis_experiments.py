@@ -9,6 +9,7 @@ import pytest
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from run_folders import log_metric, write_run_folder
+from run_notebook import execute_notebook
 
 from analysis import (
     bit_flipping_error,
@@ -21,7 +22,6 @@ from analysis import (
 from analysis.plots import COLORS
 from analysis.report import FIGURES, write_report
 
-ROOT = Path(__file__).resolve().parents[1]
 BIN_SIZE = 100
 BINS = 30  # more points than a line gets markers for
 DIAGNOSTICS = (
@@ -292,19 +292,7 @@ def test_report_draws_each_experiments_figures_from_its_own_runs(runs_root, tmp_
     ],
 )
 def test_notebook_shows_and_writes_its_figures(name, figures, runs_root, tmp_path, monkeypatch):
-    jupytext = pytest.importorskip("jupytext")
-    nbclient = pytest.importorskip("nbclient")
-    notebook = jupytext.read(ROOT / "analysis" / "notebooks" / f"{name}.py")
-    monkeypatch.setenv("PONDERLIFE_RUNS_DIR", str(runs_root / name))
-    monkeypatch.setenv("PONDERLIFE_FIGURES_DIR", str(tmp_path))
-    client = nbclient.NotebookClient(
-        notebook,
-        timeout=60,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(ROOT / "analysis" / "notebooks")}},
-    )
-    client.execute()
-    outputs = [o for cell in notebook.cells for o in cell.get("outputs", [])]
+    outputs = execute_notebook(name, runs_root / name, tmp_path, monkeypatch)
     assert not [o for o in outputs if o["output_type"] == "error"]
     assert len([o for o in outputs if "image/png" in o.get("data", {})]) == len(figures)
     assert sorted(p.stem for p in tmp_path.glob("*.png")) == sorted(figures)
