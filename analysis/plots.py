@@ -40,6 +40,8 @@ from analysis.runs import (
     MissingMetricError,
     count_runs,
     final_forgetting,
+    format_value,
+    group_label,
     per_experience,
     run_groups,
     run_table,
@@ -56,6 +58,7 @@ __all__ = [
     "halting_over_stream",
     "halting_vs_difficulty",
     "parity_by_difficulty",
+    "parity_sweep",
     "parity_training",
     "plasticity_curve",
     "plasticity_diagnostics",
@@ -89,6 +92,8 @@ COLORS = {
     "l2_init": "#8172b3",
     "redo": "#937860",
     "upgd": "#da8bc3",
+    "weight_clipping": "#2ca02c",
+    "layer_norm_l2": "#9467bd",
     "linear": "#333333",
     "pondernet": "#1b9e77",
     "act": "#d95f02",
@@ -676,6 +681,106 @@ def parity_training(
         )
         _count_axis(ax)
     _legend(figure, groups)
+    return figure
+
+
+#: The extrapolation accuracy issue 14 asks of PonderNet at P = 16, drawn on the sweep.
+PARITY_GOAL = 0.90
+
+
+def _departures(table: pd.DataFrame) -> tuple[dict[str, str], str]:
+    """For a sweep's groups (``run_groups`` rows, one per run): each group's label reduced to
+    the keys whose value differs from the most common one over the groups, and the common
+    values (the sweep's base), so that a one-factor-at-a-time sweep reads ``lambda_p=0.05``
+    rather than every key."""
+    groups = table.drop_duplicates("group").set_index("group")
+    keys = [c for c in groups.columns]
+    base = {key: groups[key].map(format_value).mode().iloc[0] for key in keys}
+    short = {}
+    for label, row in groups.iterrows():
+        changed = {k: row[k] for k in keys if format_value(row[k]) != base[k]}
+        short[label] = group_label(changed) if changed else "base"
+    return short, ", ".join(f"{k.removeprefix('config.')}={v}" for k, v in base.items())
+
+
+def parity_sweep(frame: pd.DataFrame, hue: Hue = "auto", pool: Sequence[str] = ()) -> Figure:
+    """``parity``, a sweep of configurations: per group (one per configuration, see
+    :func:`~analysis.runs.run_groups`), the final accuracy on the trained range
+    (``interpolation.accuracy``, open circles) and on the untrained one
+    (``extrapolation.accuracy``, filled), one dot per run and a tick at the mean, sorted by
+    mean extrapolation accuracy, with the goal of 0.90 marked; beside it the mean halting
+    step on each split, which rises from the trained to the untrained range where pondering
+    extrapolates. Groups are labelled by what they change from the sweep's most common
+    values, which the title gives."""
+    _one_experiment(frame, "parity")
+    names = [
+        f"{split}.{metric}"
+        for split in ("interpolation", "extrapolation")
+        for metric in ("accuracy", "halting_step")
+    ]
+    rows = frame[frame["name"].isin(names)]
+    if not (rows["name"] == "extrapolation.accuracy").any():
+        raise MissingMetricError(
+            "no 'extrapolation.accuracy' metric in the runs; parity logs it with "
+            "split='extrapolation'"
+        )
+    rows = rows[rows["step"] == rows.groupby("run")["step"].transform("max")]
+    final = rows.pivot_table(index="run", columns="name", values="value")
+    groups = _groups(frame, hue, pool, rows.loc[rows["name"] == "extrapolation.accuracy", "run"])
+    short, base = _departures(run_groups(frame, hue, pool))
+    mean = {g.label: final.loc[sorted(g.runs), "extrapolation.accuracy"].mean() for g in groups}
+    groups.sort(key=lambda g: mean[g.label])
+    labels = [f"{short[g.label.rsplit(' (', 1)[0]]} ({count_runs(len(g.runs))})" for g in groups]
+    figure, axes = _figure(1, 2)
+    figure.set_size_inches(
+        2 * STYLE["panel_size"][0] + 0.07 * max(map(len, labels)),
+        max(STYLE["panel_size"][1], 0.3 * len(groups) + 1.4),
+    )
+    for ax, metric, xlabel in (
+        (axes[0][0], "accuracy", "final accuracy (fraction)"),
+        (axes[0][1], "halting_step", "final halting step (mean, steps)"),
+    ):
+        for y, group in enumerate(groups):
+            values = final.loc[sorted(group.runs)]
+            for split, offset, face in (
+                ("interpolation", 0.15, "none"),
+                ("extrapolation", -0.15, group.color),
+            ):
+                column = values.get(f"{split}.{metric}", pd.Series(dtype=float)).dropna()
+                ax.scatter(
+                    column,
+                    np.full(len(column), y + offset),
+                    s=STYLE["marker_size"],
+                    facecolors=face,
+                    edgecolors=group.color,
+                )
+                if len(column):
+                    ax.plot(
+                        [column.mean()] * 2,
+                        [y + offset - 0.12, y + offset + 0.12],
+                        color=group.color,
+                        linewidth=STYLE["line_width"],
+                    )
+        _style(ax, metric.replace("_", " "), xlabel, "", integer_x=False)
+        ax.set_yticks(range(len(groups)), labels if ax is axes[0][0] else [])
+        ax.set_ylim(-0.6, len(groups) - 0.4)
+    axes[0][0].axvline(PARITY_GOAL, color=STYLE["difficulty_color"], linestyle="--", linewidth=1)
+    figure.suptitle(f"parity sweep; base: {base}", fontsize=STYLE["font_size"])
+    marker = {"linestyle": "", "marker": "o", "markeredgecolor": "0.3"}
+    _outside_legend(
+        figure,
+        [
+            Line2D([], [], markerfacecolor="none", label="trained k ≤ P/2", **marker),
+            Line2D([], [], markerfacecolor="0.3", label="untrained k > P/2", **marker),
+            Line2D(
+                [],
+                [],
+                color=STYLE["difficulty_color"],
+                linestyle="--",
+                label=f"goal {PARITY_GOAL:.2f}",
+            ),
+        ],
+    )
     return figure
 
 

@@ -74,6 +74,7 @@ FIGURES: dict[str, ReportFigure] = {
     "bit_flipping_diagnostics": ReportFigure("bit_flipping", plots.plasticity_diagnostics),
     "parity_by_difficulty": ReportFigure("parity", plots.parity_by_difficulty),
     "parity_training": ReportFigure("parity", plots.parity_training),
+    "parity_sweep": ReportFigure("parity", plots.parity_sweep),
 }
 
 DPI = 150

@@ -270,6 +270,9 @@ CHOICES = {
         "l2_init": "decoupled pull towards the initial weights (Kumar et al.)",
         "redo": "recycle τ-dormant units every redo_every updates (ReDo, Sokar et al.)",
         "upgd": "utility-gated perturbed gradient descent, its own optimizer (Elsayed & Mahmood)",
+        "weight_clipping": "clip every weight into ±clip_scale × its initial distribution's "
+        "bound after every update (Elsayed et al. 2024)",
+        "layer_norm_l2": "l2 on a layer-normalised step function (Lyle et al. 2024)",
     },
     "model": {
         "pondernet": "PonderNet, a learned halting distribution over the steps (Banino et al.)",

@@ -35,6 +35,7 @@ from sacred import Experiment
 from sacred.config.config_dict import ConfigDict
 from sacred.config.config_scope import ConfigScope
 
+from experiments import _runs
 from ponderlife._checks import check_choice
 
 __all__ = ["Entry", "Key", "RegisteredKeys", "Registry"]
@@ -55,6 +56,10 @@ class Key:
     default: Any
     doc: str
     check: Callable[[dict, str], object] | None = None
+    #: True for a key added after runs of the experiment were made, whose default keeps
+    #: what those runs computed: at its default it is left out of a run's identity
+    #: (:func:`experiments._runs.added_key`), so their folders still match.
+    added: bool = False
 
 
 @dataclass(frozen=True)
@@ -202,6 +207,9 @@ class Registry:
             options={**self.option_defaults, **options},
         )
         self._entries[name] = entry
+        for key, spec in entry.keys.items():
+            if spec.added:
+                _runs.added_key(self.ex.path, key, spec.default)
         if self.key is not None:
             self.ex.named_configs[name] = _NamedConfig(self.key, name, doc, entry.named_config)
         return build

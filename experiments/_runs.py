@@ -19,6 +19,8 @@ Resume is a property of the run folder, the same for every experiment:
 from __future__ import annotations
 
 import hashlib
+import importlib
+import importlib.util
 import json
 import os
 import socket
@@ -118,10 +120,37 @@ def check_owner(resume_from: str | os.PathLike, experiment: str) -> None:
 # ---- a run's identity and its chain of folders --------------------------------------------
 
 
+#: Per experiment, the keys added after runs of it existed, with the default under which
+#: a run computes what it computed before the key existed (see :func:`added_key`).
+ADDED_KEYS: dict[str, dict[str, object]] = {}
+
+
+def added_key(experiment: str, key: str, default: object) -> None:
+    """Declare ``key`` of ``experiment`` as added to a config that runs were made with: a
+    run whose ``key`` holds ``default`` keeps the identity it had before the key existed, so
+    sweeps still find (and skip or resume) the runs made before."""
+    ADDED_KEYS.setdefault(experiment, {})[key] = default
+
+
+def _added_keys(experiment: str) -> dict[str, object]:
+    """The :func:`added_key` keys of ``experiment``, declared when its module is imported:
+    imported here if it is one of ``experiments/`` (a fresh worker process computes
+    identities before it runs anything)."""
+    if experiment not in ADDED_KEYS and importlib.util.find_spec(f"experiments.{experiment}"):
+        importlib.import_module(f"experiments.{experiment}")
+    return ADDED_KEYS.get(experiment, {})
+
+
 def identity(experiment: str, config: dict) -> str:
-    """The SHA-256 of (experiment, full config with its seed, less ``resume_from``): two
-    runs with one identity compute the same thing."""
-    body = {key: value for key, value in config.items() if key != RESUME_KEY}
+    """The SHA-256 of (experiment, full config with its seed, less ``resume_from`` and the
+    :func:`added_key` keys at their defaults): two runs with one identity compute the same
+    thing."""
+    added = _added_keys(experiment)
+    body = {
+        key: value
+        for key, value in config.items()
+        if key != RESUME_KEY and not (key in added and value == added[key])
+    }
     text = json.dumps(
         {"experiment": experiment, "config": body}, sort_keys=True, separators=(",", ":")
     )

@@ -73,6 +73,7 @@ from strategies import (
     PonderTemplate,
     ReDoPlugin,
     ShrinkPerturbPlugin,
+    WeightClippingPlugin,
 )
 from strategies.checkpoint import load_strategy, save_strategy
 from strategies.datasets import tensor_source
@@ -163,10 +164,16 @@ STEPS = Registry(
 #: stream's inputs (a PonderNet, ACT or FixedDepth: what PonderTemplate trains).
 MODELS = Registry(ex, "model", what="model", default="pondernet")
 #: Plasticity methods: ``build(cfg) -> list of Avalanche plugins``. Options: ``units``
-#: (needs the unit layers the transformer step does not declare) and ``optimizer``
-#: (``optimizer(cfg, model)`` when the method brings its own, replacing `optimizer`).
+#: (needs the unit layers the transformer step does not declare), ``optimizer``
+#: (``optimizer(cfg, model)`` when the method brings its own, replacing `optimizer`) and
+#: ``layer_norm`` (the method includes the step's layer normalisation, as if
+#: `layer_norm=True`).
 METHODS = Registry(
-    ex, "method", what="method", default="bp", options={"units": False, "optimizer": None}
+    ex,
+    "method",
+    what="method",
+    default="bp",
+    options={"units": False, "optimizer": None, "layer_norm": False},
 )
 #: Extra Avalanche metrics, added to every run: ``build(cfg) -> metric or list of metrics``
 #: (what EvaluationPlugin takes). No choice key: each registered entry applies.
@@ -405,15 +412,37 @@ def _cell(step_class):
     features."""
 
     def build(cfg: dict, example: torch.Tensor, outputs: int) -> torch.nn.Module:
-        width = cfg["hidden_size"]
-        return step_class(example.numel(), width, outputs, halting_bias=cfg["halting_bias"])
+        return step_class(
+            example.numel(),
+            cfg["hidden_size"],
+            outputs,
+            halting_bias=cfg["halting_bias"],
+            layer_norm=cfg["layer_norm"],
+        )
 
     return build
 
 
-STEPS.register("mlp", _cell(ResidualMLPStep), doc="residual MLP step (the default)")
-STEPS.register("rnn", _cell(RNNStep), doc="tanh RNN cell (the PonderNet paper's parity model)")
-STEPS.register("gru", _cell(GRUStep), doc="GRU cell")
+LAYER_NORM = Key(
+    False,
+    "layer-normalise the step: mlp its hidden pre-activations, rnn / gru their new state "
+    "(method layer_norm_l2 sets it; the transformer step always is); true or false",
+    check.boolean,
+    added=True,
+)
+STEPS.register(
+    "mlp",
+    _cell(ResidualMLPStep),
+    doc="residual MLP step (the default)",
+    keys={"layer_norm": LAYER_NORM},
+)
+STEPS.register(
+    "rnn",
+    _cell(RNNStep),
+    doc="tanh RNN cell (the PonderNet paper's parity model)",
+    keys={"layer_norm": LAYER_NORM},
+)
+STEPS.register("gru", _cell(GRUStep), doc="GRU cell", keys={"layer_norm": LAYER_NORM})
 
 
 @STEPS.register(
@@ -529,13 +558,38 @@ def cbp(cfg: dict) -> list:
     ]
 
 
-@METHODS.register(
-    "l2",
-    doc=CHOICES["method"]["l2"],
-    keys={"weight_decay": Key(1e-4, "l2: per-update decoupled decay; [0, 1]", _unit_interval())},
-)
+WEIGHT_DECAY = Key(1e-4, "l2, layer_norm_l2: per-update decoupled decay; [0, 1]", _unit_interval())
+
+
+@METHODS.register("l2", doc=CHOICES["method"]["l2"], keys={"weight_decay": WEIGHT_DECAY})
 def l2(cfg: dict) -> list:
     return [L2Plugin(weight_decay=cfg["weight_decay"])]
+
+
+METHODS.register(
+    "layer_norm_l2",
+    l2,  # the same plugin, on a layer-normalised step
+    doc=CHOICES["method"]["layer_norm_l2"],
+    keys={"weight_decay": WEIGHT_DECAY},
+    layer_norm=True,
+)
+
+
+@METHODS.register(
+    "weight_clipping",
+    doc=CHOICES["method"]["weight_clipping"],
+    keys={
+        "clip_scale": Key(
+            2.0,
+            "weight_clipping: κ, each weight kept in ±κ·(its initial distribution's bound); "
+            "> 0 (the authors sweep 1 to 5)",
+            lambda cfg, key: check.number(cfg, key, 0.0, low_open=True),
+            added=True,
+        )
+    },
+)
+def weight_clipping(cfg: dict) -> list:
+    return [WeightClippingPlugin(scale=cfg["clip_scale"])]
 
 
 @METHODS.register(
@@ -719,8 +773,10 @@ def _inputs(experience) -> torch.Tensor:
 
 
 def build_step(cfg: dict, example: torch.Tensor, outputs: int) -> torch.nn.Module:
-    """The step function for inputs like ``example`` (one sample) and ``outputs`` logits."""
-    return STEPS.chosen(cfg).build(cfg, example, outputs)
+    """The step function for inputs like ``example`` (one sample) and ``outputs`` logits,
+    layer-normalised when `layer_norm` is set or the method includes it."""
+    layer_norm = cfg["layer_norm"] or METHODS.chosen(cfg).options["layer_norm"]
+    return STEPS.chosen(cfg).build({**cfg, "layer_norm": layer_norm}, example, outputs)
 
 
 def build_model(cfg: dict, benchmark) -> torch.nn.Module:

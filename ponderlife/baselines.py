@@ -14,6 +14,8 @@ gradient step of ``penalty()`` with learning rate 1. Defaults are the references
                    reference here: shrink 1e-4, σ 1e-5).
 ``L2Init``         θ ← θ − strength·(θ − θ₀) each step; ``penalty()`` = strength/2·‖θ − θ₀‖²
                    (Kumar et al. 2023).
+``WeightClipping`` θ ← clip(θ, −κ·s, κ·s) each step, s the bound of the parameter's initial
+                   distribution (Elsayed et al. 2024: κ swept 1–5; 2 here).
 ``ReDo``           every ``every`` steps, units with τ-dormant score ≤ τ get fresh incoming
                    weights, zero outgoing weights and zero optimizer moments (Sokar et al.
                    2023: τ = 0.1; F = 1000 here).
@@ -26,6 +28,7 @@ gradient step of ``penalty()`` with learning rate 1. Defaults are the references
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
@@ -144,6 +147,99 @@ class L2Init:
                 f"{[tuple(p.shape) for p in self.params]}"
             )
         self.initial = [p.clone() for p in initial]
+
+
+def initial_bound(module: nn.Module, param: Tensor) -> float | None:
+    """Half-width s of the distribution PyTorch's own initialisation draws ``param`` (a
+    parameter of ``module``) from, or None when the module type has no known rule:
+
+    - Linear and convolution weights and biases: U(±1/√fan_in), s = 1/√fan_in;
+    - RNN/GRU/LSTM cells and layers: U(±1/√hidden_size);
+    - LayerNorm, GroupNorm and batch-norm affine parameters (initialised to 1 and 0): s = 1,
+      the scale of the gain.
+    """
+    if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
+        fan_in, _ = nn.init._calculate_fan_in_and_fan_out(module.weight)
+        return 1 / math.sqrt(fan_in) if fan_in else None
+    if isinstance(module, (nn.RNNCellBase, nn.RNNBase)):
+        return 1 / math.sqrt(module.hidden_size)
+    if isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase)):
+        return 1.0
+    return None
+
+
+class WeightClipping:
+    """Clip every weight into ±κ·s after every optimizer step (Elsayed, Lan, Lyle & Mahmood
+    2024), κ = ``scale``, s the bound of the parameter's initial distribution.
+
+    s is :func:`initial_bound` of the parameter's module, or the largest magnitude the
+    parameter had when this object was built, whichever is larger: so a parameter that
+    starts outside its module's usual range (a halting head's bias of −3, an embedding's
+    N(0, 1) entries) is never clipped below where it started, and a module type without a
+    rule is bounded by its own initial values. Build it on the freshly initialised model;
+    ``bounds`` (parameter name → s) sets s by hand, e.g. for a parameter initialised to
+    zero by a module without a rule, which is refused otherwise.
+    """
+
+    def __init__(
+        self, model: nn.Module, *, scale: float = 2.0, bounds: dict[str, float] | None = None
+    ):
+        self.scale = check_range("scale", scale, 0.0, low_inclusive=False)
+        bounds = dict(bounds or {})
+        self.names: list[str] = []
+        self.params: list[nn.Parameter] = []
+        self.bounds: list[float] = []
+        for module_name, module in model.named_modules():
+            for param_name, p in module.named_parameters(recurse=False):
+                if not p.requires_grad:
+                    continue
+                name = f"{module_name}.{param_name}" if module_name else param_name
+                bound = bounds.pop(name, None)
+                if bound is None:
+                    rule = initial_bound(module, p)
+                    bound = max(rule or 0.0, float(p.detach().abs().max()) if p.numel() else 0.0)
+                    if bound == 0.0:
+                        raise ValueError(
+                            f"WeightClipping has no initial bound for {name!r}: its "
+                            f"{type(module).__name__} module has no known initialisation and "
+                            "the parameter starts at zero; give it in bounds={name: s}"
+                        )
+                self.names.append(name)
+                self.params.append(p)
+                self.bounds.append(check_range(f"bounds[{name!r}]", float(bound), 0.0))
+        if bounds:
+            raise ValueError(
+                f"WeightClipping bounds name parameters the model does not have: "
+                f"{sorted(bounds)}; it has {self.names}"
+            )
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for p, bound in zip(self.params, self.bounds, strict=True):
+            limit = self.scale * bound
+            p.clamp_(-limit, limit)
+
+    def limits(self) -> dict[str, float]:
+        """κ·s per parameter name: the interval each weight is kept in."""
+        return {name: self.scale * b for name, b in zip(self.names, self.bounds, strict=True)}
+
+    def carry_from(self, other: WeightClipping, *, same_units: bool = True) -> None:
+        """Keep ``other``'s s for the parameters of the same name (this object was built on a
+        model that has trained since, whose weights are no longer initial ones)."""
+        earlier = dict(zip(other.names, other.bounds, strict=True))
+        self.bounds = [earlier.get(n, b) for n, b in zip(self.names, self.bounds, strict=True)]
+
+    def state_dict(self) -> dict:
+        return {"bounds": dict(zip(self.names, self.bounds, strict=True))}
+
+    def load_state_dict(self, state: dict) -> None:
+        saved = dict(state["bounds"])
+        if set(saved) != set(self.names):
+            raise ValueError(
+                f"WeightClipping state holds bounds for {sorted(saved)}, not for this "
+                f"model's parameters {sorted(self.names)}"
+            )
+        self.bounds = [float(saved[name]) for name in self.names]
 
 
 class ReDo:

@@ -66,11 +66,20 @@ def halting_head(in_features: int, halting_bias: float | None) -> HaltingHead:
 
 
 class _CellStep(StepFunction):
-    """A recurrent cell whose hidden state feeds the next step, the output and halting heads."""
+    """A recurrent cell whose hidden state feeds the next step, the output and halting heads.
+    With ``layer_norm`` the new hidden state is layer-normalised before it goes anywhere:
+    ``h_{n+1} = LayerNorm(cell(x, h_n))``."""
 
-    def __init__(self, cell: nn.RNNCellBase, output_size: int, halting_bias: float | None):
+    def __init__(
+        self,
+        cell: nn.RNNCellBase,
+        output_size: int,
+        halting_bias: float | None,
+        layer_norm: bool = False,
+    ):
         super().__init__()
         self.cell = cell
+        self.norm = nn.LayerNorm(cell.hidden_size) if layer_norm else None
         self.output = nn.Linear(cell.hidden_size, output_size)
         self.halting = halting_head(cell.hidden_size, halting_bias)
 
@@ -79,18 +88,25 @@ class _CellStep(StepFunction):
 
     def forward(self, x: Tensor, state: Tensor) -> StepOutput:
         hidden = self.cell(x, state)
+        if self.norm is not None:
+            hidden = self.norm(hidden)
         return StepOutput(self.output(hidden), hidden, self.halting(hidden).squeeze(-1))
 
     def unit_layers(self, prefix: str = "") -> list[UnitLayer]:
-        """The cell's hidden units: they feed the recurrence, the output and halting heads."""
+        """The cell's hidden units: they feed the recurrence, the output and halting heads
+        (through the layer norm if any: its output is what utilities measure, and its gain
+        and bias of a replaced unit are reset)."""
         gates = self.cell.weight_ih.shape[0] // self.cell.hidden_size
-        return [cell_unit_layer(f"{prefix}cell", self.cell, [self.output, self.halting], gates)]
+        norms = [] if self.norm is None else [self.norm]
+        heads = [self.output, self.halting]
+        return [cell_unit_layer(f"{prefix}cell", self.cell, heads, gates, norms=norms)]
 
 
 class RNNStep(_CellStep):
     """The paper's parity model: a tanh RNN cell fed the same input at every step.
 
-    ``h_{n+1} = tanh(W_x x + W_h h_n + b)``, ``ŷ_n = W_y h_{n+1}``, ``z_n = w_λ·h_{n+1}``.
+    ``h_{n+1} = tanh(W_x x + W_h h_n + b)``, ``ŷ_n = W_y h_{n+1}``, ``z_n = w_λ·h_{n+1}``
+    (``layer_norm``: h_{n+1} layer-normalised, see :class:`_CellStep`).
     """
 
     def __init__(
@@ -100,14 +116,15 @@ class RNNStep(_CellStep):
         output_size: int,
         *,
         halting_bias: float | None = None,
+        layer_norm: bool = False,
     ):
-        super().__init__(
-            nn.RNNCell(input_size, hidden_size, nonlinearity="tanh"), output_size, halting_bias
-        )
+        cell = nn.RNNCell(input_size, hidden_size, nonlinearity="tanh")
+        super().__init__(cell, output_size, halting_bias, layer_norm)
 
 
 class GRUStep(_CellStep):
-    """A GRU cell fed the same input at every step, with linear output and halting heads."""
+    """A GRU cell fed the same input at every step, with linear output and halting heads
+    (``layer_norm``: the new state layer-normalised, see :class:`_CellStep`)."""
 
     def __init__(
         self,
@@ -116,14 +133,18 @@ class GRUStep(_CellStep):
         output_size: int,
         *,
         halting_bias: float | None = None,
+        layer_norm: bool = False,
     ):
-        super().__init__(nn.GRUCell(input_size, hidden_size), output_size, halting_bias)
+        super().__init__(nn.GRUCell(input_size, hidden_size), output_size, halting_bias, layer_norm)
 
 
 class ResidualMLPStep(StepFunction):
     """A pre-norm residual MLP block on a vector state:
 
     ``h_{n+1} = h_n + W_2 relu(W_1 [x, LayerNorm(h_n)])``, heads read h_{n+1}.
+
+    ``layer_norm`` also normalises the hidden pre-activations, ``relu(LayerNorm(W_1 [...]))``
+    (the layer normalisation of Lyle et al. 2024, which they pair with weight decay).
     """
 
     def __init__(
@@ -134,11 +155,13 @@ class ResidualMLPStep(StepFunction):
         *,
         state_size: int | None = None,
         halting_bias: float | None = None,
+        layer_norm: bool = False,
     ):
         super().__init__()
         self.state_size = state_size or hidden_size
         self.norm = nn.LayerNorm(self.state_size)
         self.fc1 = nn.Linear(input_size + self.state_size, hidden_size)
+        self.hidden_norm = nn.LayerNorm(hidden_size) if layer_norm else None
         self.activation = nn.ReLU()
         self.fc2 = nn.Linear(hidden_size, self.state_size)
         self.output = nn.Linear(self.state_size, output_size)
@@ -148,8 +171,10 @@ class ResidualMLPStep(StepFunction):
         return x.new_zeros(x.shape[0], self.state_size)
 
     def forward(self, x: Tensor, state: Tensor) -> StepOutput:
-        update = self.fc2(self.activation(self.fc1(torch.cat([x, self.norm(state)], dim=-1))))
-        state = state + update
+        hidden = self.fc1(torch.cat([x, self.norm(state)], dim=-1))
+        if self.hidden_norm is not None:
+            hidden = self.hidden_norm(hidden)
+        state = state + self.fc2(self.activation(hidden))
         return StepOutput(self.output(state), state, self.halting(state).squeeze(-1))
 
     def unit_layers(self, prefix: str = "") -> list[UnitLayer]:
@@ -164,6 +189,7 @@ class ResidualMLPStep(StepFunction):
                 incoming_bias=biases,
                 outgoing=[consumer_slice(self.fc2, self.fc1.out_features)],
                 consumer_bias=[self.fc2.bias],
+                norms=[] if self.hidden_norm is None else [self.hidden_norm],
             )
         ]
 

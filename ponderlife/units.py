@@ -240,9 +240,17 @@ def consumer_slice(module: nn.Module, units: int) -> ParamSlice:
 
 
 def cell_unit_layer(
-    name: str, cell: nn.RNNCellBase, heads: list[nn.Linear], gates: int
+    name: str,
+    cell: nn.RNNCellBase,
+    heads: list[nn.Linear],
+    gates: int,
+    *,
+    norms: Sequence[nn.Module] = (),
 ) -> UnitLayer:
-    """Units of a recurrent cell: its rows in every gate in, recurrence and heads out.
+    """Units of a recurrent cell: its rows in every gate in, recurrence and heads out
+    (``norms``: layer norms on the new state, whose gain and bias of a unit are reset; the
+    last of them is then what the recurrence and heads read, so its output is the units'
+    recorded activation).
 
     A removed unit's mean contribution is moved into the heads' biases only. The
     recurrence reads the zero initial state at the first step, where the unit contributed
@@ -261,11 +269,12 @@ def cell_unit_layer(
     return UnitLayer(
         name=name,
         size=hidden,
-        activation=cell,
+        activation=norms[-1] if norms else cell,
         incoming=incoming,
         incoming_bias=biases,
         outgoing=outgoing,
         consumer_bias=[None] + [h.bias for h in heads],
+        norms=list(norms),
     )
 
 

@@ -16,6 +16,7 @@ from strategies.plugins import (
     L2Plugin,
     ReDoPlugin,
     ShrinkPerturbPlugin,
+    WeightClippingPlugin,
 )
 from strategies.template import PonderTemplate
 
@@ -32,5 +33,6 @@ __all__ = [
     "PonderingMetrics",
     "ReDoPlugin",
     "ShrinkPerturbPlugin",
+    "WeightClippingPlugin",
     "scheme_name",
 ]

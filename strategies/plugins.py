@@ -6,11 +6,14 @@ optimizer and hands off to it:
 * :class:`ContinualBackpropPlugin` — :class:`ponderlife.ContinualBackprop`, stepped in
   ``after_update``;
 * :class:`L2Plugin`, :class:`ShrinkPerturbPlugin`, :class:`L2InitPlugin`,
-  :class:`ReDoPlugin` — the per-update baselines of :mod:`ponderlife.baselines`;
+  :class:`WeightClippingPlugin`, :class:`ReDoPlugin` — the per-update baselines of
+  :mod:`ponderlife.baselines`;
 * :class:`HeadResetPlugin`, :class:`FullResetPlugin` — resets at experience boundaries.
 
 UPGD is an optimizer: pass ``ponderlife.baselines.UPGD(model.parameters(), ...)`` as the
-strategy's optimizer; no plugin is needed.
+strategy's optimizer; no plugin is needed. Layer normalisation with weight decay (Lyle et
+al. 2024) is an architecture plus :class:`L2Plugin`: build the step function with
+``layer_norm=True`` (:mod:`ponderlife.steps`) or give your own model its norm layers.
 
 **Following the strategy.** Strategies change the model under a plugin: GDumb replaces it
 with a fresh copy before every experience, ``IncrementalClassifier`` and
@@ -52,7 +55,15 @@ from avalanche.training.templates import SupervisedMetaLearningTemplate
 from torch import Tensor, nn
 
 from ponderlife import ContinualBackprop
-from ponderlife.baselines import L2, FullReset, HeadReset, L2Init, ReDo, ShrinkPerturb
+from ponderlife.baselines import (
+    L2,
+    FullReset,
+    HeadReset,
+    L2Init,
+    ReDo,
+    ShrinkPerturb,
+    WeightClipping,
+)
 from ponderlife.checkpoint import non_finite_parameters
 from ponderlife.units import resolve_unit_layers
 
@@ -65,6 +76,7 @@ __all__ = [
     "L2Plugin",
     "ReDoPlugin",
     "ShrinkPerturbPlugin",
+    "WeightClippingPlugin",
     "step_weights",
 ]
 
@@ -289,6 +301,18 @@ class L2InitPlugin(_PerUpdatePlugin):
     def __init__(self, *, strength: float = 1e-2):
         L2Init(nn.Linear(1, 1), strength=strength)
         super().__init__(lambda model, opt, _: L2Init(model, strength=strength))
+
+
+class WeightClippingPlugin(_PerUpdatePlugin):
+    """Clip every weight into ±``scale``·s after every update, s the bound of its initial
+    distribution (:class:`ponderlife.baselines.WeightClipping`). s is measured when the
+    plugin first binds to the model, which should then be freshly initialised; it carries
+    over by parameter name when the strategy changes the model, and with checkpoints. A
+    parameter that appears later (a new head) is bounded by its own module's rule."""
+
+    def __init__(self, *, scale: float = 2.0, bounds: dict[str, float] | None = None):
+        WeightClipping(nn.Linear(1, 1), scale=scale)  # validate now
+        super().__init__(lambda model, opt, _: WeightClipping(model, scale=scale, bounds=bounds))
 
 
 class ReDoPlugin(_UnitPlugin):

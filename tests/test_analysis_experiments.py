@@ -15,6 +15,7 @@ from analysis import (
     bit_flipping_error,
     load_runs,
     parity_by_difficulty,
+    parity_sweep,
     parity_training,
     plasticity_diagnostics,
     where,
@@ -250,6 +251,25 @@ def test_parity_figures_name_the_metric_they_miss(parity):
         parity_training(train_only)
 
 
+def test_parity_sweep_sorts_configurations_by_extrapolation_and_labels_what_they_change(parity):
+    figure = parity_sweep(parity)
+    accuracy, halting_ax = figure.axes
+    # The interpolation-split run has no extrapolation accuracy: not a sweep point.
+    labels = [tick.get_text() for tick in accuracy.get_yticklabels()]
+    assert labels == ["model=fixed (1 run)", "model=act (1 run)", "base (2 runs)"]
+    assert "base: model=pondernet, split=extrapolation" in figure.get_suptitle()
+    # One dot per run and split: PonderNet's two seeds at 0.90 and 0.89 on k > 4.
+    filled = [c for c in accuracy.collections if c.get_facecolors().size][-1]
+    assert sorted(filled.get_offsets()[:, 0]) == pytest.approx([0.89, 0.90])
+    # Mean ticks, bottom row first: fixed depth, 1.0 in range and 0.5 beyond it.
+    assert [line.get_xdata()[0] for line in accuracy.lines[:2]] == pytest.approx([1.0, 0.5])
+    goal = [line for line in accuracy.lines if line.get_linestyle() == "--"]
+    assert len(goal) == 1 and goal[0].get_xdata()[0] == pytest.approx(0.9)
+    assert halting_ax.get_xlabel() == "final halting step (mean, steps)"
+    with pytest.raises(ValueError, match=r"no 'extrapolation.accuracy' metric"):
+        parity_sweep(where(parity, "split=interpolation"))
+
+
 # ---------------------------------------------------------------- report and notebooks
 
 
@@ -271,15 +291,15 @@ def test_report_draws_each_experiments_figures_from_its_own_runs(runs_root, tmp_
     finally:
         analysis.report.save_figure = original
     expected = ["bit_flipping_error", "bit_flipping_diagnostics"]
-    expected += ["parity_by_difficulty", "parity_training"]
+    expected += ["parity_by_difficulty", "parity_training", "parity_sweep"]
     assert [p.name for p in written] == [f"{name}.png" for name in expected]
     assert "bit_flipping: 5 runs in 3 groups" in logged
     assert "parity: 5 runs in 4 groups" in logged
     for name, figure in drawn.items():
         experiment = FIGURES[name].experiment
         for label in legend_labels(figure):
-            if label.startswith("not trained"):
-                continue
+            if label.startswith(("not trained", "trained k", "untrained k", "goal")):
+                continue  # what marks, shading and lines mean, not groups
             conditions = label.rsplit(" (", 1)[0].split(", ")
             assert set(where(frame, *conditions)["experiment"]) == {experiment}, (name, label)
 

@@ -17,7 +17,8 @@ one) fail the test, as do units replaced only in some experiences or some layers
 
 The baseline plugins are checked the same way on their own rule (L2 scales every live
 parameter, Shrink & Perturb scales and perturbs it, L2-Init pulls it towards its initial
-value, ReDo recycles dormant units, head/full reset redraw the live head/model) on a
+value, weight clipping clamps it into ±κ/√fan_in, ReDo recycles dormant units, head/full
+reset redraw the live head/model) on a
 plain strategy (control), on GDumb (the model is replaced before every experience) and
 on a model whose ``IncrementalClassifier`` head grows at the second experience.
 
@@ -27,6 +28,7 @@ issue was filed against.
 
 from __future__ import annotations
 
+import math
 import re
 import types
 from collections import defaultdict
@@ -75,6 +77,7 @@ from strategies import (
     L2Plugin,
     ReDoPlugin,
     ShrinkPerturbPlugin,
+    WeightClippingPlugin,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore")  # Avalanche: QP solver, loggers, callbacks
@@ -547,6 +550,20 @@ def _l2_init(before, after, reference, strategy):
     return _each(before, after, check)
 
 
+# κ below 1: the live weights start outside the clipping range, so the rule bites.
+CLIP_SCALE = 0.5
+
+
+def _clipped(before, after, reference, strategy):
+    def check(n):
+        # Every parameter here is a Linear's: s = 1/√fan_in, for its bias too.
+        fan_in = after[n.removesuffix("bias") + "weight" if n.endswith("bias") else n].shape[1]
+        limit = CLIP_SCALE / math.sqrt(fan_in)
+        return torch.equal(after[n], before[n].clamp(-limit, limit))
+
+    return _each(before, after, check)
+
+
 def _redo(units):
     def rule(before, after, reference, strategy):
         replaced, torn = replaced_units(before, after, units)
@@ -598,6 +615,11 @@ BASELINES = {
         lambda units, head: L2InitPlugin(strength=0.5),
         "after_update",
         lambda u, h: _l2_init,
+    ),
+    "WeightClipping": (
+        lambda units, head: WeightClippingPlugin(scale=CLIP_SCALE),
+        "after_update",
+        lambda u, h: _clipped,
     ),
     # τ above every score: every unit counts as dormant and is recycled at every update
     "ReDo": (
