@@ -75,6 +75,8 @@ def config():
     hidden_size = 128  # units of the step function; int ≥ 1 (paper: 128)
     max_steps = 20  # N, most steps per input; int ≥ 1 (paper: 20)
     halting_bias = None  # initial bias of the halting head (None: PyTorch's default init)
+    layer_norm = False  # layer-normalise the step: rnn / gru their new state, mlp its hidden
+    #   pre-activations; true or false
     fixed_steps = 5  # steps of the fixed-depth baseline; int ≥ 1
 
     # ---- PonderNet ---------------------------------------------------------------------
@@ -92,6 +94,7 @@ def config():
 
     # ---- optimisation ------------------------------------------------------------------
     learning_rate = 3e-4  # Adam step size; in (0, 1000] (paper: 3e-4)
+    weight_decay = 0.0  # decoupled weight decay (AdamW) per unit learning rate; ≥ 0
     batch_size = 128  # fresh samples per update; int ≥ 1 (paper: 128)
     train_steps = 20_000  # optimizer updates; int ≥ 1
     grad_clip = 1.0  # max global gradient norm; > 0, or None for no clipping
@@ -154,6 +157,10 @@ def paper_extrapolation():
 
 STEPS = {"rnn": RNNStep, "gru": GRUStep, "mlp": ResidualMLPStep}
 
+# Keys added after runs existed: at these defaults a run keeps its earlier identity.
+_runs.added_key(ex.path, "layer_norm", False)
+_runs.added_key(ex.path, "weight_decay", 0.0)
+
 
 def validate(cfg: dict) -> None:
     """Fail before any work with a message naming the bad key and its allowed values."""
@@ -166,7 +173,9 @@ def validate(cfg: dict) -> None:
     for key in ("eval_every", "eval_samples", "num_threads"):
         check.integer(cfg, key, 1)
     check.optional_number(cfg, "halting_bias")
+    check.boolean(cfg, "layer_norm")
     check.number(cfg, "beta", 0.0)
+    check.number(cfg, "weight_decay", 0.0)
     check.number(cfg, "lambda_p", 0.0, 1.0, low_open=True)
     for key in ("epsilon", "threshold", "act_epsilon"):
         check.number(cfg, key, 0.0, 1.0, low_open=True, high_open=True)
@@ -183,7 +192,13 @@ def validate(cfg: dict) -> None:
 def build_model(cfg: dict) -> torch.nn.Module:
     """The config's model; PonderNet's halting draws (training and evaluation) come from
     its own generators, seeded from the run's seed and saved with its state_dict."""
-    step = STEPS[cfg["step"]](cfg["size"], cfg["hidden_size"], 1, halting_bias=cfg["halting_bias"])
+    step = STEPS[cfg["step"]](
+        cfg["size"],
+        cfg["hidden_size"],
+        1,
+        halting_bias=cfg["halting_bias"],
+        layer_norm=cfg["layer_norm"],
+    )
     if cfg["model"] == "pondernet":
         return PonderNet(
             step,
@@ -290,7 +305,11 @@ def main(_config: dict, _run, seed: int) -> dict:
     )
 
     model = build_model(cfg)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["learning_rate"])
+    optimizer = (
+        torch.optim.AdamW(model.parameters(), lr=cfg["learning_rate"], weight_decay=decay)
+        if (decay := cfg["weight_decay"])
+        else torch.optim.Adam(model.parameters(), lr=cfg["learning_rate"])
+    )
     start, history = 0, _runs.History(_run)
     if cfg["resume_from"] is not None:
         source = _runs.resume_checkpoint(cfg["resume_from"])

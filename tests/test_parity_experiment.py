@@ -91,6 +91,8 @@ def test_a_resumed_run_times_only_its_own_updates(observed, monkeypatch):
         ({"model": "lstm"}, "config 'model' must be one of 'pondernet', 'act', 'fixed'"),
         ({"learning_rate": "fast"}, "config 'learning_rate' must be a number"),
         ({"resume_from": "/no/such/run"}, "resume_from"),
+        ({"layer_norm": 1}, "config 'layer_norm' must be true or false, got 1"),
+        ({"weight_decay": -0.1}, r"config 'weight_decay' must be in \[0, inf\)"),
     ],
 )
 def test_invalid_config_stops_before_training_naming_the_key(updates, message):
@@ -115,3 +117,42 @@ def test_resumed_run_ends_like_an_uninterrupted_one(observed):
     for name, entry in whole_metrics.items():
         assert resumed_metrics[name]["steps"] == entry["steps"] == [2, 4], name
         assert resumed_metrics[name]["values"] == entry["values"], name
+
+
+def test_layer_norm_and_weight_decay_build_what_they_say(monkeypatch):
+    built = {}
+    original = parity.build_model
+
+    def keep(cfg):
+        built["model"] = original(cfg)
+        return built["model"]
+
+    monkeypatch.setattr(parity, "build_model", keep)
+    steps = []
+    monkeypatch.setattr(parity.torch.optim.AdamW, "step", _counting(steps))
+    run = ex.run(config_updates={**TINY, "layer_norm": True, "weight_decay": 0.1})
+    assert run.status == "COMPLETED"
+    assert built["model"].step.norm is not None
+    assert len(steps) == TINY["train_steps"]  # AdamW took every update
+
+
+def _counting(calls):
+    step = parity.torch.optim.AdamW.step
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return step(self, *args, **kwargs)
+
+    return counted
+
+
+def test_the_added_keys_keep_the_identities_of_earlier_runs():
+    from experiments import _runs, sweep
+
+    config = sweep.full_config(sweep.Job("parity", ("small",), {"seed": 0}))
+    assert config["layer_norm"] is False and config["weight_decay"] == 0.0
+    earlier = {k: v for k, v in config.items() if k not in ("layer_norm", "weight_decay")}
+    assert _runs.identity("parity", config) == _runs.identity("parity", earlier)
+    assert _runs.identity("parity", {**config, "weight_decay": 0.1}) != _runs.identity(
+        "parity", earlier
+    )
