@@ -87,6 +87,16 @@ RUN_COLUMNS = [
 # Run folders are searched this many levels below a root: runs/stream/3 from runs/.
 _SEARCH_DEPTH = 2
 
+#: Config keys added to an experiment after runs of it were made, with the default under
+#: which a run computes what runs made before the key existed did (the experiments declare
+#: them with ``experiments._runs.added_key``; a test keeps the two equal). A run whose
+#: config lacks such a key is read as holding the default, so it groups with runs that
+#: hold it rather than apart from them.
+ADDED_KEYS: dict[str, dict[str, Any]] = {
+    "parity": {"layer_norm": False, "weight_decay": 0.0, "device": "cpu"},
+    "stream": {"layer_norm": False, "clip_scale": 2.0},
+}
+
 
 class MissingMetricError(ValueError):
     """A figure or table needs a metric that none of the runs logged."""
@@ -281,6 +291,12 @@ def _empty_runs() -> pd.DataFrame:
     )
 
 
+def _with_added_keys(record: dict[str, Any]) -> dict[str, Any]:
+    """The run's config, with the :data:`ADDED_KEYS` defaults of its experiment where a run
+    made before those keys existed has none."""
+    return {**ADDED_KEYS.get(record["experiment"], {}), **record["config"]}
+
+
 def _frame_from_records(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """The :func:`load_runs` frame of run records (see ``_read_run``)."""
     parts, configs = [], []
@@ -288,7 +304,7 @@ def _frame_from_records(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
         if not record["metrics"]:
             continue
         parts.append(_metrics_frame(record))
-        configs.append({"run": record["run"], **flatten_config(record["config"])})
+        configs.append({"run": record["run"], **flatten_config(_with_added_keys(record))})
     if not parts:
         return _empty_runs()
     frame = pd.concat(parts, ignore_index=True)
@@ -368,7 +384,7 @@ def load_configs(*roots: str | Path) -> pd.DataFrame:
                 "has_metrics": bool(record["metrics"]),
                 "start_time": record["start_time"],
                 "stop_time": record["stop_time"],
-                **flatten_config(record["config"]),
+                **flatten_config(_with_added_keys(record)),
             }
         )
     columns = ["run", "run_dir", "experiment", "status", "superseded_by", "has_metrics"]

@@ -103,6 +103,9 @@ def config():
     eval_every = 1000  # updates between evaluations (and checkpoints); int ≥ 1
     eval_samples = 4096  # fixed test examples per split; int ≥ 1
     num_threads = 1  # torch threads; int ≥ 1 (1 is fastest for these small models on 2 cores)
+    device = "cpu"  # torch device of the model and batches: "cpu", or "cuda" / "cuda:<i>"
+    #   when this machine has that GPU (checked before the run); data and halting draws
+    #   come from CPU generators either way
     resume_from = None  # run folder or checkpoint file to continue from (see `resume`)
     # seed (Sacred's): int in [0, 2**32 − 1]; seeds the model, the data and the test sets
 
@@ -121,6 +124,18 @@ def small():
     split = "extrapolation"
     learning_rate = 1e-3
     beta = 0.1
+    train_steps = 60_000
+    eval_every = 2000
+
+
+@ex.named_config
+def extrapolation_sweep():
+    # The base of the P = 16 extrapolation recipe sweep (README, docs/results.md): RNN-64,
+    # Adam 1e-3, 60,000 updates evaluated every 2,000; the sweep varies one key at a time.
+    size = 16
+    split = "extrapolation"
+    hidden_size = 64
+    learning_rate = 1e-3
     train_steps = 60_000
     eval_every = 2000
 
@@ -160,6 +175,7 @@ STEPS = {"rnn": RNNStep, "gru": GRUStep, "mlp": ResidualMLPStep}
 # Keys added after runs existed: at these defaults a run keeps its earlier identity.
 _runs.added_key(ex.path, "layer_norm", False)
 _runs.added_key(ex.path, "weight_decay", 0.0)
+_runs.added_key(ex.path, "device", "cpu")
 
 
 def validate(cfg: dict) -> None:
@@ -182,6 +198,7 @@ def validate(cfg: dict) -> None:
     check.choice(cfg, "truncation", ("last", "renormalise"))
     check.choice(cfg, "kl_direction", ("forward", "reverse"))
     check.choice(cfg, "eval_halting", ("sample", "threshold", "expected"))
+    check.device(cfg, "device")
     check.number(cfg, "tau", 0.0)
     check.learning_rate(cfg)
     if cfg["grad_clip"] is not None:
@@ -259,15 +276,16 @@ def evaluation_sets(cfg: dict, generator: torch.Generator) -> dict[str, ParityBa
 
 @torch.no_grad()
 def evaluate(model, data: ParityBatch) -> dict[str, Tensor]:
-    """Per-sample correctness, halting step and expected steps on a fixed test set."""
+    """Per-sample correctness, halting step and expected steps on a fixed test set (kept on
+    the CPU; the forward runs on the model's device)."""
     model.eval()
-    output = model(data.x)
+    output = model(data.x.to(next(model.parameters()).device))
     model.train()
-    correct = ((output.prediction.squeeze(-1) > 0).float() == data.y).float()
+    correct = ((output.prediction.squeeze(-1).cpu() > 0).float() == data.y).float()
     return {
         "accuracy": correct,
-        "halting_step": output.halting_step.float(),
-        "expected_steps": output.expected_steps.float(),
+        "halting_step": output.halting_step.float().cpu(),
+        "expected_steps": output.expected_steps.float().cpu(),
     }
 
 
@@ -304,7 +322,8 @@ def main(_config: dict, _run, seed: int) -> dict:
         cfg["size"], "interpolation" if cfg["split"] == "interpolation" else "extrapolation_train"
     )
 
-    model = build_model(cfg)
+    device = torch.device(cfg["device"])
+    model = build_model(cfg).to(device)
     optimizer = (
         torch.optim.AdamW(model.parameters(), lr=cfg["learning_rate"], weight_decay=decay)
         if (decay := cfg["weight_decay"])
@@ -333,8 +352,9 @@ def main(_config: dict, _run, seed: int) -> dict:
             max_nonzero=train_range[1],
             generator=train_generator,
         )
-        output = model(batch.x)
-        loss, parts = objective(cfg, output, batch.y)
+        target = batch.y.to(device)
+        output = model(batch.x.to(device))
+        loss, parts = objective(cfg, output, target)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"non-finite training loss ({loss.item()}) at update {update}; metrics up to "
@@ -354,7 +374,7 @@ def main(_config: dict, _run, seed: int) -> dict:
                 "update are kept"
             )
 
-        accuracy = ((output.prediction.detach().squeeze(-1) > 0).float() == batch.y).float()
+        accuracy = ((output.prediction.detach().squeeze(-1) > 0).float() == target).float()
         running = {
             "loss": loss.item(),
             "accuracy": float(accuracy.mean()),

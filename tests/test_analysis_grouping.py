@@ -354,3 +354,30 @@ def test_labels_of_list_values_read_back_as_where_conditions(tmp_path):
     ]
     for label, runs in groups.groupby("group"):
         assert set(where(frame, *label.split(", "))["run"]) == set(runs.index)
+
+
+def test_a_run_made_before_an_added_key_groups_with_runs_holding_its_default(tmp_path):
+    for name, extra in (
+        ("1", {}),  # made before layer_norm and weight_decay existed
+        ("2", {"layer_norm": False, "weight_decay": 0.0}),
+        ("3", {"layer_norm": True, "weight_decay": 0.0}),
+    ):
+        config = {"size": 16, "seed": int(name), "resume_from": None, **extra}
+        metrics: dict = {}
+        log_metric(metrics, "interpolation.accuracy", 1, 0.5)
+        write_run_folder(tmp_path / name, "parity", config, metrics)
+    groups = run_groups(load_runs(tmp_path))["group"]
+    by_folder = {run.rsplit("/", 1)[-1]: group for run, group in groups.items()}
+    assert by_folder == {"1": "layer_norm=False", "2": "layer_norm=False", "3": "layer_norm=True"}
+
+
+def test_the_added_keys_analysis_knows_are_the_experiments_own():
+    import importlib
+
+    from analysis.runs import ADDED_KEYS
+
+    for name in ("bit_flipping", "parity", "stream"):  # each declares its keys on import
+        importlib.import_module(f"experiments.{name}")
+    from experiments import _runs
+
+    assert ADDED_KEYS == _runs.ADDED_KEYS

@@ -4,6 +4,7 @@ import json
 import re
 
 import pytest
+import torch
 from sacred.utils import ConfigAddedError
 from tiny_configs import PARITY
 
@@ -93,6 +94,7 @@ def test_a_resumed_run_times_only_its_own_updates(observed, monkeypatch):
         ({"resume_from": "/no/such/run"}, "resume_from"),
         ({"layer_norm": 1}, "config 'layer_norm' must be true or false, got 1"),
         ({"weight_decay": -0.1}, r"config 'weight_decay' must be in \[0, inf\)"),
+        ({"device": "cuda:7"}, "config 'device' must be a device of this machine"),
     ],
 )
 def test_invalid_config_stops_before_training_naming_the_key(updates, message):
@@ -156,3 +158,15 @@ def test_the_added_keys_keep_the_identities_of_earlier_runs():
     assert _runs.identity("parity", {**config, "weight_decay": 0.1}) != _runs.identity(
         "parity", earlier
     )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_run_on_the_gpu_matches_the_same_run_on_the_cpu(observed):
+    """Data and halting draws come from CPU generators, so only float rounding differs."""
+    runs = {
+        device: ex.run(config_updates={**TINY, "model": "act", "device": device})
+        for device in ("cpu", "cuda")
+    }
+    assert all(run.status == "COMPLETED" for run in runs.values())
+    for name, value in runs["cpu"].result.items():
+        assert runs["cuda"].result[name] == pytest.approx(value, abs=0.05), name
