@@ -11,7 +11,7 @@ halting step and expected steps on both ranges), the commands, the machines the 
 on and their wall time, and the :func:`analysis.plots.parity_sweep` figure beside it.
 
     python -m experiments.benchmarks.parity_recipe --runs runs/parity_sweep   # print the table
-    python -m experiments.benchmarks.parity_recipe --runs runs/parity_sweep --run --seeds 0 1 2
+    python -m experiments.benchmarks.parity_recipe --runs runs/parity_sweep --run  # + the sweep
     python -m experiments.benchmarks.parity_recipe --out docs/parity_recipe.md  # + the figure
 """
 
@@ -23,9 +23,10 @@ import statistics
 import textwrap
 from pathlib import Path
 
-#: The sweep, round by round: the ``experiments.sweep`` arguments of each (before
-#: ``--runs`` and ``--seeds``). Round 1 varies one key at a time around
-#: ``extrapolation_sweep`` for both cells; round 2 starts from round 1's best learning rate.
+#: The sweep, round by round: what it is, the ``experiments.sweep`` arguments of each
+#: (before ``--runs`` and ``--seeds``) and its seeds (0 when not given; ``--seeds``
+#: overrides them all). Round 1 varies one key at a time around ``extrapolation_sweep``
+#: for both cells; rounds 2 and 3 start from round 1's best learning rate.
 ROUNDS = (
     (
         "one factor at a time around RNN-64 / GRU-64, Adam 1e-3",
@@ -43,6 +44,11 @@ ROUNDS = (
         "parity --with extrapolation_sweep --set learning_rate=3e-3 --grid step=gru "
         "--grid weight_decay=0.1 layer_norm=true",
     ),
+    (
+        "round 1's best (RNN-64, Adam 3e-3, now the default config) with two more seeds",
+        "parity --with extrapolation_sweep --set learning_rate=3e-3 --grid step=rnn",
+        ("1", "2"),
+    ),
 )
 
 #: The goal of issue 14: this extrapolation accuracy at P = 16.
@@ -55,6 +61,10 @@ EARLIER = (20_000, 40_000)
 RISE = 0.5
 SPLITS = ("interpolation", "extrapolation")
 METRICS = ("accuracy", "halting_step", "expected_steps")
+
+
+def _seeds(entry: tuple) -> tuple[str, ...]:
+    return entry[2] if len(entry) > 2 else ("0",)
 
 
 def final_values(frame):
@@ -171,7 +181,7 @@ def reading(rows: list[dict]) -> str:
     return text + (
         f"Mean accuracy on the trained range: {min(trained):.3f} to {max(trained):.3f}. "
         f"The mean halting step rises by more than {RISE} steps from the trained to the "
-        "untrained range in " + (", ".join(rising) if rising else "no configuration") + "."
+        "untrained range in " + ("; ".join(rising) if rising else "no configuration") + "."
     )
 
 
@@ -206,9 +216,9 @@ def page(rows, base: str, where: str, hours: float, image: str, seeds: str, miss
         "runs at earlier evaluations (training length). Sorted by accuracy k > 8."
     )
     commands = [
-        f"# round {n}: {what}\n.venv/bin/python -m experiments.sweep {args} "
-        "--runs runs/parity_sweep --seeds 0"
-        for n, (what, args) in enumerate(ROUNDS, 1)
+        f"# round {n}: {entry[0]}\n.venv/bin/python -m experiments.sweep {entry[1]} "
+        f"--runs runs/parity_sweep --seeds {' '.join(_seeds(entry))}"
+        for n, entry in enumerate(ROUNDS, 1)
     ]
     return "\n".join(
         [
@@ -253,16 +263,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="runs/parity_sweep", help="the sweep's runs folder")
     parser.add_argument("--run", action="store_true", help="run (or finish) the sweep first")
-    parser.add_argument("--seeds", nargs="+", default=["0"], help="seeds of --run")
+    parser.add_argument("--seeds", nargs="+", help="seeds of --run (default: each round's)")
     parser.add_argument("--workers", default="2", help="runs at a time for --run")
     parser.add_argument("--out", help="Markdown page to write; the figure goes beside it (.png)")
     args = parser.parse_args(argv)
     if args.run:
         from experiments import sweep
 
-        for _, arguments in ROUNDS:
-            extra = ["--runs", args.runs, "--seeds", *args.seeds, "--workers", args.workers]
-            sweep.main([*arguments.split(), *extra, "--no-progress"])
+        for entry in ROUNDS:
+            seeds = args.seeds or _seeds(entry)
+            extra = ["--runs", args.runs, "--seeds", *seeds, "--workers", args.workers]
+            sweep.main([*entry[1].split(), *extra, "--no-progress"])
 
     from analysis import load_runs
     from analysis.plots import parity_sweep
