@@ -39,9 +39,9 @@ from analysis.runs import (
     Hue,
     MissingMetricError,
     count_runs,
+    departures,
     final_forgetting,
-    format_value,
-    group_label,
+    final_rows,
     per_experience,
     run_groups,
     run_table,
@@ -154,11 +154,12 @@ def _count_axis(ax: Axes) -> None:
 @dataclass(frozen=True)
 class _Group:
     """Runs averaged into one curve: the legend label (with its number of runs), the
-    colour, and the run labels."""
+    colour, the run labels, and the group's :func:`~analysis.runs.run_groups` name."""
 
     label: str
     color: str
     runs: frozenset[str]
+    name: str
 
 
 def _groups(frame: pd.DataFrame, hue: Hue, pool: Sequence[str], drawn: pd.Series) -> list[_Group]:
@@ -188,7 +189,7 @@ def _groups(frame: pd.DataFrame, hue: Hue, pool: Sequence[str], drawn: pd.Series
             colors[label] = free[0] if free else next(fallback)
     shown = table[table.index.isin(set(drawn))]
     return [
-        _Group(f"{label} ({count_runs(len(rows))})", colors[label], frozenset(rows.index))
+        _Group(f"{label} ({count_runs(len(rows))})", colors[label], frozenset(rows.index), label)
         for label, rows in shown.groupby("group", sort=False)
     ]
 
@@ -476,7 +477,7 @@ def halting_vs_difficulty(
     if rows["experience"].notna().any():
         rows = rows[rows["experience"].notna()]
     if steps == "final":
-        rows = rows[rows["step"] == rows.groupby("run")["step"].transform("max")]
+        rows = final_rows(rows)
     table = rows.groupby(["run", "difficulty"], as_index=False)["value"].mean()
     groups = _groups(frame, hue, pool, table["run"])
     figure, axes = _figure()
@@ -621,7 +622,7 @@ def parity_by_difficulty(
             "no 'eval.accuracy.d<k>' metric in the runs; the parity experiment logs accuracy "
             "and halting step per number of nonzero entries k at every evaluation"
         )
-    rows = rows[rows["step"] == rows.groupby("run")["step"].transform("max")]
+    rows = final_rows(rows)
     groups = _groups(frame, hue, pool, rows["run"])
     tasks = _tasks(rows)
     figure, axes = _figure(len(tasks), 2)
@@ -688,21 +689,6 @@ def parity_training(
 PARITY_GOAL = 0.90
 
 
-def _departures(table: pd.DataFrame) -> tuple[dict[str, str], str]:
-    """For a sweep's groups (``run_groups`` rows, one per run): each group's label reduced to
-    the keys whose value differs from the most common one over the groups, and the common
-    values (the sweep's base), so that a one-factor-at-a-time sweep reads ``lambda_p=0.05``
-    rather than every key."""
-    groups = table.drop_duplicates("group").set_index("group")
-    keys = [c for c in groups.columns]
-    base = {key: groups[key].map(format_value).mode().iloc[0] for key in keys}
-    short = {}
-    for label, row in groups.iterrows():
-        changed = {k: row[k] for k in keys if format_value(row[k]) != base[k]}
-        short[label] = group_label(changed) if changed else "base"
-    return short, ", ".join(f"{k.removeprefix('config.')}={v}" for k, v in base.items())
-
-
 def parity_sweep(frame: pd.DataFrame, hue: Hue = "auto", pool: Sequence[str] = ()) -> Figure:
     """``parity``, a sweep of configurations: per group (one per configuration, see
     :func:`~analysis.runs.run_groups`), the final accuracy on the trained range
@@ -724,13 +710,13 @@ def parity_sweep(frame: pd.DataFrame, hue: Hue = "auto", pool: Sequence[str] = (
             "no 'extrapolation.accuracy' metric in the runs; parity logs it with "
             "split='extrapolation'"
         )
-    rows = rows[rows["step"] == rows.groupby("run")["step"].transform("max")]
+    rows = final_rows(rows)
     final = rows.pivot_table(index="run", columns="name", values="value")
     groups = _groups(frame, hue, pool, rows.loc[rows["name"] == "extrapolation.accuracy", "run"])
-    short, base = _departures(run_groups(frame, hue, pool))
+    short, base = departures(run_groups(frame, hue, pool))
     mean = {g.label: final.loc[sorted(g.runs), "extrapolation.accuracy"].mean() for g in groups}
     groups.sort(key=lambda g: mean[g.label])
-    labels = [f"{short[g.label.rsplit(' (', 1)[0]]} ({count_runs(len(g.runs))})" for g in groups]
+    labels = [f"{short[g.name]} ({count_runs(len(g.runs))})" for g in groups]
     figure, axes = _figure(1, 2)
     figure.set_size_inches(
         2 * STYLE["panel_size"][0] + 0.07 * max(map(len, labels)),

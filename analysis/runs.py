@@ -44,7 +44,9 @@ __all__ = [
     "MissingMetricError",
     "accuracy_matrix",
     "count_runs",
+    "departures",
     "final_forgetting",
+    "final_rows",
     "flatten_config",
     "format_value",
     "group_label",
@@ -523,6 +525,11 @@ def format_value(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
+def final_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows of each run's last logged step (its final evaluation)."""
+    return rows[rows["step"] == rows.groupby("run")["step"].transform("max")]
+
+
 def group_label(values: dict[str, Any]) -> str:
     """``{"config.method": "cbp", "config.stream": "parity"}`` → ``method=cbp,
     stream=parity``: keys without their ``config.`` prefix, in the given order; each item is
@@ -632,6 +639,20 @@ def run_groups(
 # ---------------------------------------------------------------- selecting runs
 
 
+def departures(groups: pd.DataFrame) -> tuple[dict[str, str], str]:
+    """For the :func:`run_groups` table of a sweep: each group's label reduced to the keys
+    whose value differs from the most common one over the groups (``"base"`` when none
+    does), and those common values (the sweep's base), so that a one-factor-at-a-time
+    sweep reads ``lambda_p=0.05`` rather than every key."""
+    table = groups.drop_duplicates("group").set_index("group")
+    base = {key: table[key].map(format_value).mode().iloc[0] for key in table.columns}
+    short = {}
+    for label, row in table.iterrows():
+        changed = {k: row[k] for k in table.columns if format_value(row[k]) != base[k]}
+        short[label] = group_label(changed) if changed else "base"
+    return short, ", ".join(f"{k.removeprefix('config.')}={v}" for k, v in base.items())
+
+
 def parse_value(text: str) -> Any:
     """A config value typed on a command line: ``3`` → 3, ``1e-3`` → 0.001, ``true`` /
     ``false`` → bool, ``None`` / ``null`` → None, ``(3, 4)`` / ``[3, 4]`` → a tuple (lists
@@ -737,7 +758,7 @@ def per_experience(
     if on == "new":
         rows = rows[rows["step"] == rows["experience"]]
     elif on == "final":
-        rows = rows[rows["step"] == rows.groupby("run")["step"].transform("max")]
+        rows = final_rows(rows)
     rows = rows.assign(experience=rows["experience"].astype(np.int64))
     columns = ["run", "experience", "step", "value"]
     columns += [c for c in _run_columns(frame) if c != "run"]
@@ -819,7 +840,7 @@ def summarise(
         if rows.empty:
             raise _missing(name, frame)
         if at == "final":
-            rows = rows[rows["step"] == rows.groupby("run")["step"].transform("max")]
+            rows = final_rows(rows)
         elif at != "mean":
             rows = rows[rows["step"] == at]
         per_run = groups.join(rows.groupby("run")["value"].mean(), how="inner")

@@ -70,19 +70,17 @@ def _seeds(entry: tuple) -> tuple[str, ...]:
 def final_values(frame):
     """One row per run: its configuration label (what it changes from the sweep's most
     common values) and the final value of every split × metric."""
-    from analysis.plots import _departures
-    from analysis.runs import run_groups
+    from analysis.runs import departures, final_rows, run_groups
 
     names = [f"{split}.{metric}" for split in SPLITS for metric in METRICS]
-    rows = frame[frame["name"].isin(names)]
-    rows = rows[rows["step"] == rows.groupby("run")["step"].transform("max")]
+    rows = final_rows(frame[frame["name"].isin(names)])
     table = rows.pivot_table(index="run", columns="name", values="value")
     extrapolation = frame[frame["name"] == "extrapolation.accuracy"]
     for updates in EARLIER:  # the same runs stopped earlier: the effect of training length
         at = extrapolation[extrapolation["step"] == updates].set_index("run")["value"]
         table[f"extrapolation.accuracy@{updates}"] = at.reindex(table.index)
     groups = run_groups(frame)
-    short, base = _departures(groups)
+    short, base = departures(groups)
     table["configuration"] = [short[groups.loc[run, "group"]] for run in table.index]
     return table, base
 
