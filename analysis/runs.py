@@ -43,6 +43,7 @@ __all__ = [
     "RUN_COLUMNS",
     "MissingMetricError",
     "accuracy_matrix",
+    "confidence_interval",
     "count_runs",
     "departures",
     "final_forgetting",
@@ -581,6 +582,24 @@ def _refuse_pooling(runs: pd.DataFrame, keys: list[str], pool: list[str], argume
         f"with where(frame, {example!r}) (--where {example}), or pool them on purpose with "
         f"pool={tuple(short)!r} (--pool {','.join(short)})"
     )
+
+
+def confidence_interval(values: Iterable[float], level: float = 0.95) -> tuple[float, float]:
+    """Mean of ``values`` (one per seed) and the half-width of its two-sided Student-t
+    confidence interval at ``level``: ``t_{(1+level)/2, n-1} · s / √n`` with ``s`` the
+    sample standard deviation. One value has no spread to estimate: half-width NaN."""
+    from scipy.stats import t
+
+    data = np.asarray(list(values), dtype=float)
+    if data.size == 0:
+        raise ValueError("confidence_interval needs at least one value")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    mean = float(data.mean())
+    if data.size == 1:
+        return mean, math.nan
+    spread = float(data.std(ddof=1)) / math.sqrt(data.size)
+    return mean, float(t.ppf((1 + level) / 2, data.size - 1)) * spread
 
 
 def count_runs(n: int) -> str:

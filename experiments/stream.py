@@ -678,6 +678,22 @@ def demo():
     max_steps = 8
 
 
+@ex.named_config
+def permuted_reproduction():
+    # The reproduction table's permuted Fashion-MNIST row (the online permuted-MNIST
+    # protocol of the continual-backprop papers at CPU size): a one-hidden-layer ReLU
+    # network (the residual MLP step run once: 784 inputs, 256 hidden units, 10 outputs),
+    # 100 permutations x 10,000 training images seen once, Adam 1e-3, batch 64. Combine with
+    # a method: `with permuted_reproduction cbp`.
+    stream = "permuted_fashion"
+    model = "fixed"
+    fixed_steps = 1
+    hidden_size = 256
+    experiences = 100
+    samples_per_experience = 10_000
+    test_samples = 1000
+
+
 # ---- validation and building --------------------------------------------------------------
 
 REGISTRIES = (STREAMS, STEPS, MODELS, METHODS, METRICS)

@@ -18,10 +18,11 @@ on and their wall time, and the :func:`analysis.plots.parity_sweep` figure besid
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import textwrap
 from pathlib import Path
+
+from experiments.benchmarks._pages import machines, unfinished
 
 #: The sweep, round by round: what it is, the ``experiments.sweep`` arguments of each
 #: (before ``--runs`` and ``--seeds``) and its seeds (0 when not given; ``--seeds``
@@ -132,27 +133,6 @@ def table_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
-def machines(folders: list[Path]) -> tuple[str, float]:
-    """Where the runs ran (CPU model and core count as Sacred recorded the host, per
-    host) and their summed run time in hours (each link of a resumed chain counted)."""
-    from datetime import datetime
-
-    hosts: dict[str, int] = {}
-    hours = 0.0
-    for folder in folders:
-        record = json.loads((folder / "run.json").read_text())
-        host = record.get("host", {})
-        gpus = host.get("gpus", {}).get("gpus", [])
-        where = host.get("cpu", "?") + (f" (host of an {gpus[0]['model']})" if gpus else "")
-        hosts[where] = hosts.get(where, 0) + 1
-        start, stop = record.get("start_time"), record.get("stop_time")
-        if start and stop:
-            span = datetime.fromisoformat(stop) - datetime.fromisoformat(start)
-            hours += span.total_seconds() / 3600
-    text = "; ".join(f"{count} run folders on {where}" for where, count in hosts.items())
-    return text, hours
-
-
 def reading(rows: list[dict]) -> str:
     """What the table says about the goal, computed from it."""
     best = rows[0]
@@ -181,21 +161,6 @@ def reading(rows: list[dict]) -> str:
         f"The mean halting step rises by more than {RISE} steps from the trained to the "
         "untrained range in " + ("; ".join(rising) if rising else "no configuration") + "."
     )
-
-
-def unfinished(root: str | Path) -> str:
-    """The sweep's runs that are neither COMPLETED nor continued by a newer run (killed,
-    failed, or still running), which the table leaves out."""
-    from analysis.runs import left_out
-
-    reasons = {k: v for k, v in left_out(root).items() if k != "superseded"}
-    if not reasons:
-        return "Every run of the sweep finished."
-    listed = "; ".join(
-        f"{reason}: {', '.join(sorted(Path(r).name for r in runs))}"
-        for reason, runs in sorted(reasons.items())
-    )
-    return f"Not in the table (not finished): {listed}."
 
 
 def page(rows, base: str, where: str, hours: float, image: str, seeds: str, missing: str) -> str:
