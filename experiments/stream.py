@@ -15,7 +15,8 @@ of its builder with its name, its own config keys (documented and checked), its 
 check and its named config, so adding one touches one place, and a user's script can add
 its own (docs/extending.md). Methods ``bp cbp l2 shrink_perturb l2_init redo upgd``;
 models ``pondernet act fixed``; streams ``stability routh controllability parity
-bit_flipping permuted_fashion split_fashion``; ``demo`` (the `make demo` size). Unknown
+bit_flipping permuted_fashion split_fashion``; ``demo`` (the `make demo` size) and
+``permuted_reproduction`` (the reproduction table's permuted Fashion-MNIST row). Unknown
 keys fail.
 
 After training experience i (0-based, the step of every metric) the run evaluates every
