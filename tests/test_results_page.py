@@ -112,10 +112,27 @@ def test_compute_compares_with_fixed_depth_interpolated_at_equal_steps(tmp_path)
             )
     found = results.compute(results._load(tmp_path / "ponder"), results._load(tmp_path / "fixed"))
     ponder = next(f for f in found if f["model"].startswith("PonderNet"))
-    assert ponder["gap"]["mean"] == pytest.approx(0.8 - 0.75)
+    assert ponder["gap"]["mean"] == pytest.approx(0.8 - 0.75) and ponder["gap"]["runs"] == 2
     assert ponder["per_step"]["mean"] == pytest.approx(0.8 / 2.5)
     fixed = {f["model"]: f for f in found}
-    assert fixed["fixed, 3 steps"]["accuracy"]["mean"] == pytest.approx(0.8)
+    assert fixed["fixed depth, bp, 3 steps"]["accuracy"]["mean"] == pytest.approx(0.8)
+    assert fixed["fixed depth, bp, 1 step"]["steps"]["runs"] == 2
+
+
+def test_compute_gives_no_gap_outside_the_fixed_depths_or_for_another_method(tmp_path):
+    for method, halting in (("bp", 5.0), ("cbp", 2.5)):  # bp beyond K = 4; cbp: no fixed
+        _stream_run(
+            tmp_path / "ponder" / method,
+            _config(method=method, seed=0),
+            halting=lambda i, n, h=halting: h,
+        )
+    for steps in (1, 4):
+        _stream_run(
+            tmp_path / "fixed" / str(steps), _config(model="fixed", fixed_steps=steps, seed=0)
+        )
+    found = results.compute(results._load(tmp_path / "ponder"), results._load(tmp_path / "fixed"))
+    gaps = {f["model"]: f["gap"]["runs"] for f in found if "gap" in f}
+    assert gaps == {"PonderNet, bp": 0, "PonderNet, cbp": 0}
 
 
 def test_transition_gives_the_change_per_method_and_transition(tmp_path):

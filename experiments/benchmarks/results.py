@@ -251,10 +251,12 @@ def forgetting(frame) -> list[dict]:
 
 
 def compute(ponder_frame, fixed_frame) -> list[dict]:
-    """New-experience accuracy per step spent: per PonderNet method, its mean accuracy and
-    mean halting step; per fixed depth K, its mean accuracy; and, per seed, PonderNet's
-    accuracy minus the fixed-depth accuracy interpolated (linearly in K) at PonderNet's
-    mean step count, the same seed's fixed-depth runs."""
+    """New-experience accuracy per step spent: per fixed depth K (and method), its mean
+    accuracy; per PonderNet method, its mean accuracy and mean halting step, and per seed
+    its accuracy minus the same method's fixed-depth accuracy of that seed interpolated
+    (linearly in K) at PonderNet's mean step count. A seed whose step count lies outside
+    its fixed depths (no interpolation without extrapolating) or with no fixed-depth runs
+    of the method gives no gap."""
     import numpy as np
 
     ponder = per_experience_table(ponder_frame)
@@ -262,13 +264,18 @@ def compute(ponder_frame, fixed_frame) -> list[dict]:
     fixed = fixed.merge(
         fixed_frame[["run", "config.fixed_steps"]].drop_duplicates(), on="run", how="left"
     )
-    depth = fixed.groupby(["config.seed", "config.fixed_steps"])["accuracy"].mean()
+    depth = fixed.groupby(["config.method", "config.seed", "config.fixed_steps"])["accuracy"]
+    depth = depth.mean()
     findings = []
-    for steps, rows in fixed.groupby("config.fixed_steps"):
+    for (method, steps), rows in fixed.groupby(["config.method", "config.fixed_steps"]):
         per_run = rows.groupby("run")["accuracy"].mean()
         findings.append(
-            {"model": f"fixed, {int(steps)} steps", "steps": _interval([float(steps)])}
-            | {"accuracy": _interval(per_run), "per_step": _interval(per_run / steps)}
+            {
+                "model": f"fixed depth, {method}, {int(steps)} step{'s' * (steps != 1)}",
+                "steps": _interval([float(steps)] * len(per_run)),
+                "accuracy": _interval(per_run),
+                "per_step": _interval(per_run / steps),
+            }
         )
     for method, rows in ponder.groupby("config.method", sort=False):
         runs = rows.groupby("run").agg(
@@ -276,8 +283,10 @@ def compute(ponder_frame, fixed_frame) -> list[dict]:
         )
         gaps = []
         for seed, accuracy, steps in runs[["seed", "accuracy", "steps"]].itertuples(False):
-            if seed in depth.index.get_level_values(0):
-                curve = depth.loc[seed]
+            if (method, seed) not in depth.index.droplevel(2):
+                continue
+            curve = depth.loc[(method, seed)]
+            if curve.index.min() <= steps <= curve.index.max():
                 gaps.append(accuracy - float(np.interp(steps, curve.index, curve.values)))
         findings.append(
             {
