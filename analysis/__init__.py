@@ -3,7 +3,7 @@ tidy pandas frames, selects (:func:`where`) and groups them (:func:`run_groups`:
 per configuration, seed aside), :mod:`analysis.plots` turns frames into matplotlib figures
 and :mod:`analysis.report` writes them all (``write_report``, ``save_figure`` and
 ``notebook_runs`` are also importable from here). Only pandas, numpy and matplotlib are
-imported, so this loads without torch."""
+imported (and scipy by ``confidence_interval`` when called), so this loads without torch."""
 
 from analysis.plots import (
     bit_flipping_error,
