@@ -608,9 +608,7 @@ def _bit_flipping_panel(ax, folder: Path, colors) -> None:
     from experiments.benchmarks._pages import curve
 
     frame = _load(folder)
-    ax.set_title(
-        f"Bit-flipping: online squared error ({SMOOTH}-bin moving average, bins of 10,000)"
-    )
+    ax.set_title(f"Bit-flipping: squared error (bins of 10,000, {SMOOTH}-bin average)")
     if frame is None or frame.empty:
         ax.text(0.5, 0.5, "no runs yet", ha="center", transform=ax.transAxes)
         return
@@ -620,6 +618,7 @@ def _bit_flipping_panel(ax, folder: Path, colors) -> None:
     for level, text in ((1.25, "paper: backprop's end"), (0.88, "paper: linear")):
         ax.axhline(level, color="0.5", lw=0.8, ls="--")
         ax.text(0, level, text, va="bottom", fontsize="small", color="0.4")
+    ax.set_ylim(0, 2.5)  # a band of two runs' t-interval can reach far beyond the means
     ax.set_xlabel("examples seen")
     ax.set_ylabel("squared error")
     ax.legend(frameon=False, title="learner (runs)")
@@ -629,15 +628,14 @@ def _permuted_panel(ax, folder: Path, colors) -> None:
     from experiments.benchmarks._pages import curve
 
     frame = _load(folder)
-    ax.set_title(
-        f"Permuted Fashion-MNIST: accuracy on each new task ({SMOOTH}-task moving average)"
-    )
+    ax.set_title(f"Permuted Fashion-MNIST: new-task accuracy ({SMOOTH}-task average)")
     if frame is None or frame.empty:
         ax.text(0.5, 0.5, "no runs yet", ha="center", transform=ax.transAxes)
         return
     new = _moving_average(new_task_accuracy(frame), "experience")
     for method, runs in _by_group(frame, "config.method").items():
         curve(ax, new, "experience", runs, colors.get(method), method)
+    ax.set_ylim(0.6, 0.9)
     ax.set_xlabel("task (index)")
     ax.set_ylabel("test accuracy after training on it")
     ax.legend(frameon=False, title="method (runs)")
