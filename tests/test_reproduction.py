@@ -107,7 +107,7 @@ def test_stability_row_averages_new_experience_accuracy_per_n(tmp_path):
         )
 
     configs = [{"epochs": e, "seed": 0} for e in (1, 20)]
-    frame = reproduction._load(_runs(tmp_path, "stream", configs, fill))
+    frame = reproduction.load_folder(_runs(tmp_path, "stream", configs, fill))
     table = reproduction.stability_by_dimension(frame)
     assert sorted(table) == [(f"epochs={e}", n) for e in (1, 20) for n in dimensions]
     # n = 3 at experiences 0, 3, 6 → mean index 3.

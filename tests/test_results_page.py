@@ -63,7 +63,7 @@ def test_plasticity_reads_within_level_correlation_and_the_paired_difference(tmp
                 halting=lambda i, n, e=extra, s=seed: n + 0.1 * i + e + 0.01 * s,
                 rank=lambda i, n: 100.0 - i,
             )
-    found = results.plasticity(results._load(tmp_path))
+    found = results.plasticity(results.load_folder(tmp_path))
     by_method = {f["method"]: f for f in found}
     assert by_method["bp"]["rho_rank"]["mean"] == pytest.approx(-1.0)
     assert by_method["bp"]["rho_rank"]["half_width"] == pytest.approx(0.0)
@@ -85,7 +85,7 @@ def test_difficulty_and_forgetting_read_each_run_then_the_interval(tmp_path):
             halting=lambda i, n: float(n),  # ponders more at larger n, in both halves
             forgetting=lambda i, n: -0.01 * i,  # within each n, later experiences ponder...
         )
-    frame = results._load(tmp_path)
+    frame = results.load_folder(tmp_path)
     (finding,) = results.difficulty(frame)
     assert finding["rho_first_half"]["mean"] == pytest.approx(1.0)
     assert finding["rho_second_half"]["mean"] == pytest.approx(1.0)
@@ -110,7 +110,8 @@ def test_compute_compares_with_fixed_depth_interpolated_at_equal_steps(tmp_path)
                 _config(model="fixed", fixed_steps=steps, seed=seed),
                 accuracy=lambda i, n, k=steps: 0.5 + 0.1 * k,
             )
-    found = results.compute(results._load(tmp_path / "ponder"), results._load(tmp_path / "fixed"))
+    load = results.load_folder
+    found = results.compute(load(tmp_path / "ponder"), load(tmp_path / "fixed"))
     ponder = next(f for f in found if f["model"].startswith("PonderNet"))
     assert ponder["gap"]["mean"] == pytest.approx(0.8 - 0.75) and ponder["gap"]["runs"] == 2
     assert ponder["per_step"]["mean"] == pytest.approx(0.8 / 2.5)
@@ -130,7 +131,8 @@ def test_compute_gives_no_gap_outside_the_fixed_depths_or_for_another_method(tmp
         _stream_run(
             tmp_path / "fixed" / str(steps), _config(model="fixed", fixed_steps=steps, seed=0)
         )
-    found = results.compute(results._load(tmp_path / "ponder"), results._load(tmp_path / "fixed"))
+    load = results.load_folder
+    found = results.compute(load(tmp_path / "ponder"), load(tmp_path / "fixed"))
     gaps = {f["model"]: f["gap"]["runs"] for f in found if "gap" in f}
     assert gaps == {"PonderNet, bp": 0, "PonderNet, cbp": 0}
 
@@ -144,7 +146,7 @@ def test_transition_gives_the_change_per_method_and_transition(tmp_path):
                 halting=lambda i, n: 2.0,
                 accuracy=lambda i, n, s=slope: 0.8 + s * i,
             )
-    found = {f["transition"]: f for f in results.transition(results._load(tmp_path))}
+    found = {f["transition"]: f for f in results.transition(results.load_folder(tmp_path))}
     assert found["abrupt"]["change"]["mean"] == pytest.approx(-0.02 * 8)  # thirds 0..3, 8..11
     assert found["gradual"]["change"]["mean"] == pytest.approx(0.0)
 

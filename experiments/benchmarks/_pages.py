@@ -75,3 +75,21 @@ def run_sweeps(sweeps: dict[str, str], runs: Path, workers: str) -> None:
     for name, arguments in sweeps.items():
         extra = ["--runs", str(runs / name), "--workers", workers, "--no-progress"]
         sweep.main([*shlex.split(arguments), *extra])
+
+
+def load_folder(folder: Path):
+    """The COMPLETED runs under ``folder`` (:func:`analysis.load_runs`), None when the
+    folder does not exist."""
+    from analysis import load_runs
+
+    return load_runs(folder) if folder.exists() else None
+
+
+def interval(values, level: float = 0.95) -> dict:
+    """``values`` (one per run) as their mean, the half-width of its Student-t interval
+    (None for one value) and their number (:func:`analysis.runs.confidence_interval`)."""
+    from analysis.runs import confidence_interval
+
+    values = list(values)
+    mean, half = confidence_interval(values, level)
+    return {"mean": mean, "half_width": None if math.isnan(half) else half, "runs": len(values)}

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments.benchmarks._pages import run_sweeps
+from experiments.benchmarks._pages import interval, load_folder, run_sweeps
 
 RUNS = Path("runs/reproduction")
 STORED = Path("docs/reproduction.json")
@@ -74,12 +73,6 @@ class Row:
 # ---------------------------------------------------------------- reading runs
 
 
-def _load(folder: Path):
-    from analysis import load_runs
-
-    return load_runs(folder) if folder.exists() else None
-
-
 def _per_run(rows) -> dict[str, float]:
     return rows.groupby("run")["value"].mean().to_dict()
 
@@ -99,18 +92,21 @@ def parity_figures(folder: Path) -> dict[str, list[float]]:
     """Per model: final accuracy and expected steps on both ranges, one value per seed."""
     from analysis.runs import final_rows
 
-    frame = _load(folder)
+    frame = load_folder(folder)
     if frame is None or frame.empty:
         return {}
+    finals = {
+        (split, metric): _per_run(final_rows(frame[frame["name"] == f"{split}.{metric}"]))
+        for split in ("interpolation", "extrapolation")
+        for metric in ("accuracy", "expected_steps")
+    }
     figures = {}
     for model, runs in _by_group(frame, "config.model").items():
-        for split, label in (("interpolation", "trained range"), ("extrapolation", "beyond")):
-            for metric in ("accuracy", "expected_steps"):
-                rows = final_rows(frame[frame["name"] == f"{split}.{metric}"])
-                values = _per_run(rows[rows["run"].isin(runs)])
-                figures[f"{model} {metric.replace('_', ' ')} {label}"] = [
-                    values[r] for r in runs if r in values
-                ]
+        for (split, metric), values in finals.items():
+            label = "trained range" if split == "interpolation" else "beyond"
+            figures[f"{model} {metric.replace('_', ' ')} {label}"] = [
+                values[r] for r in runs if r in values
+            ]
     return figures
 
 
@@ -131,7 +127,7 @@ def _bit_flipping_learners(frame) -> dict[str, list[str]]:
 def bit_flipping_figures(folder: Path) -> dict[str, list[float]]:
     """Per learner: mean binned squared error over the first and the last
     :data:`BIT_FLIPPING_WINDOW` examples of the stream."""
-    frame = _load(folder)
+    frame = load_folder(folder)
     if frame is None or frame.empty:
         return {}
     rows = frame[frame["name"] == "train.squared_error"]
@@ -157,7 +153,7 @@ def new_task_accuracy(frame):
 def permuted_figures(folder: Path) -> dict[str, list[float]]:
     """Per method: mean new-task accuracy over the first and the last
     :data:`PERMUTED_WINDOW` tasks."""
-    frame = _load(folder)
+    frame = load_folder(folder)
     if frame is None or frame.empty:
         return {}
     new = new_task_accuracy(frame)
@@ -220,7 +216,7 @@ def learnability(
 def stability_figures(folder: Path) -> dict[str, list[float]]:
     """Per group (epochs) and n: the study's new-experience accuracy; next to it, the
     simple learners fitted per n at the same sample size (:func:`learnability`)."""
-    frame = _load(folder)
+    frame = load_folder(folder)
     if frame is None or frame.empty:
         return {}
     figures = {}
@@ -365,19 +361,7 @@ BY_KEY = {row.key: row for row in ROWS}
 
 def estimates(figures: dict[str, list[float]]) -> dict[str, dict]:
     """Each figure as mean, 95% CI half-width (None for one value) and number of runs."""
-    from analysis.runs import confidence_interval
-
-    out = {}
-    for name, values in figures.items():
-        if not values:
-            continue
-        mean, half = confidence_interval(values, LEVEL)
-        out[name] = {
-            "mean": mean,
-            "half_width": None if math.isnan(half) else half,
-            "runs": len(values),
-        }
-    return out
+    return {name: interval(values, LEVEL) for name, values in figures.items() if values}
 
 
 def measure_all(runs: Path = RUNS, rows=ROWS) -> dict[str, dict]:
@@ -607,7 +591,7 @@ def _moving_average(rows, x: str):
 def _bit_flipping_panel(ax, folder: Path, colors) -> None:
     from experiments.benchmarks._pages import curve
 
-    frame = _load(folder)
+    frame = load_folder(folder)
     ax.set_title(f"Bit-flipping: squared error (bins of 10,000, {SMOOTH}-bin average)")
     if frame is None or frame.empty:
         ax.text(0.5, 0.5, "no runs yet", ha="center", transform=ax.transAxes)
@@ -627,7 +611,7 @@ def _bit_flipping_panel(ax, folder: Path, colors) -> None:
 def _permuted_panel(ax, folder: Path, colors) -> None:
     from experiments.benchmarks._pages import curve
 
-    frame = _load(folder)
+    frame = load_folder(folder)
     ax.set_title(f"Permuted Fashion-MNIST: new-task accuracy ({SMOOTH}-task average)")
     if frame is None or frame.empty:
         ax.text(0.5, 0.5, "no runs yet", ha="center", transform=ax.transAxes)

@@ -30,7 +30,7 @@ import math
 import textwrap
 from pathlib import Path
 
-from experiments.benchmarks._pages import run_sweeps
+from experiments.benchmarks._pages import interval, load_folder, run_sweeps
 
 RUNS = Path("runs/results")
 SEEDS = "--seeds 0 1 2 3 4"
@@ -61,20 +61,23 @@ CLUSTER = (
 )
 
 
-def _load(folder: Path):
-    from analysis import load_runs
-
-    return load_runs(folder) if folder.exists() else None
-
-
 def _interval(values) -> dict:
-    from analysis.runs import confidence_interval
-
+    """:func:`~experiments.benchmarks._pages.interval` of the values that are numbers (a
+    correlation is NaN where undefined); no runs when none is."""
     values = [v for v in values if not math.isnan(v)]
     if not values:
         return {"mean": math.nan, "half_width": None, "runs": 0}
-    mean, half = confidence_interval(values)
-    return {"mean": mean, "half_width": None if math.isnan(half) else half, "runs": len(values)}
+    return interval(values)
+
+
+def _per_method(runs) -> list[dict]:
+    """One finding per method: the interval over its runs of every per-run statistic
+    (every column but the run, its method and its seed)."""
+    statistics = [c for c in runs.columns if c not in ("run", "config.method", "config.seed")]
+    return [
+        {"method": method} | {column: _interval(rows[column]) for column in statistics}
+        for method, rows in runs.groupby("config.method", sort=False)
+    ]
 
 
 def _paired(table, column: str, key: str, first: str, second: str) -> dict:
@@ -85,14 +88,14 @@ def _paired(table, column: str, key: str, first: str, second: str) -> dict:
     return _interval((pivot[second] - pivot[first]).dropna().tolist())
 
 
-def per_experience_table(frame):
-    """One row per run × experience: the run's method and model, the experience's n
-    (``level``), its index, and right after training on it: the mean halting step
-    (``halting``), the accuracy (``accuracy``), the effective rank and dormant fraction of
-    the probe representation (``rank``, ``dormant``)."""
+def per_experience_table(frame, keys: tuple[str, ...] = ()):
+    """One row per run × experience: the run's seed, method, model and config ``keys``,
+    the experience's n (``level``), its index, and right after training on it: the mean
+    halting step (``halting``), the accuracy (``accuracy``), the effective rank and dormant
+    fraction of the probe representation (``rank``, ``dormant``)."""
     from analysis.runs import per_experience, with_difficulty
 
-    keep = ["run", "experience", "config.seed", "config.method", "config.model", "value"]
+    keep = ["run", "experience", "config.seed", "config.method", "config.model", *keys, "value"]
     table = with_difficulty(frame, per_experience(frame, "accuracy", on="new")[keep])
     table = table.rename(columns={"value": "accuracy"})
     try:
@@ -177,18 +180,8 @@ def plasticity(frame) -> list[dict]:
     import pandas as pd
 
     runs = pd.DataFrame(per_run)
-    findings = []
-    for method, rows in runs.groupby("config.method", sort=False):
-        findings.append(
-            {"method": method}
-            | {
-                column: _interval(rows[column])
-                for column in runs.columns
-                if column not in ("run", "config.method", "config.seed")
-            }
-        )
     difference = _paired(runs, "halting", "config.method", "bp", "cbp")
-    return [*findings, {"method": "cbp − bp", "difference": difference}]
+    return [*_per_method(runs), {"method": "cbp − bp", "difference": difference}]
 
 
 def difficulty(frame) -> list[dict]:
@@ -211,11 +204,7 @@ def difficulty(frame) -> list[dict]:
         for level, part in rows.groupby("level"):
             record[f"halting_n{int(level)}"] = part["halting"].mean()
         per_run.append(record)
-    runs = pd.DataFrame(per_run)
-    return [
-        {"method": method} | {c: _interval(rows[c]) for c in runs.columns if c != "config.method"}
-        for method, rows in runs.groupby("config.method", sort=False)
-    ]
+    return _per_method(pd.DataFrame(per_run))
 
 
 def forgetting(frame) -> list[dict]:
@@ -243,11 +232,7 @@ def forgetting(frame) -> list[dict]:
         }
         for _, rows in table.groupby("run")
     ]
-    runs = pd.DataFrame(per_run)
-    return [
-        {"method": method} | {c: _interval(rows[c]) for c in runs.columns if c != "config.method"}
-        for method, rows in runs.groupby("config.method", sort=False)
-    ]
+    return _per_method(pd.DataFrame(per_run))
 
 
 def compute(ponder_frame, fixed_frame) -> list[dict]:
@@ -260,10 +245,7 @@ def compute(ponder_frame, fixed_frame) -> list[dict]:
     import numpy as np
 
     ponder = per_experience_table(ponder_frame)
-    fixed = per_experience_table(fixed_frame)
-    fixed = fixed.merge(
-        fixed_frame[["run", "config.fixed_steps"]].drop_duplicates(), on="run", how="left"
-    )
+    fixed = per_experience_table(fixed_frame, ("config.fixed_steps",))
     depth = fixed.groupby(["config.method", "config.seed", "config.fixed_steps"])["accuracy"]
     depth = depth.mean()
     findings = []
@@ -303,8 +285,7 @@ def compute(ponder_frame, fixed_frame) -> list[dict]:
 def transition(frame) -> list[dict]:
     """Per method × transition: new-experience accuracy in the first and the last third
     and the per-run change."""
-    table = per_experience_table(frame)
-    table = table.merge(frame[["run", "config.transition"]].drop_duplicates(), on="run", how="left")
+    table = per_experience_table(frame, ("config.transition",))
     first, last = _thirds(table)
     findings = []
     for (method, kind), rows in table.groupby(["config.method", "config.transition"]):
@@ -368,7 +349,8 @@ def table_lines(findings: list[dict], columns: list[tuple[str, str]]) -> list[st
     return lines
 
 
-#: Per question: its title, the table's interval columns and what the reading tests.
+#: Per question: its title and the table's interval columns (:data:`READ`: what its
+#: reading judges).
 QUESTIONS = {
     "plasticity": (
         "Does the halting step change as plasticity is lost? Does cbp change pondering?",
@@ -458,7 +440,7 @@ def readings(name: str, findings: list[dict]) -> list[str]:
 def compute_findings(runs: Path) -> dict[str, list[dict]]:
     """Every question whose cells have runs."""
     found = {}
-    stability, fixed, switches = (_load(runs / cell) for cell in CELLS)
+    stability, fixed, switches = (load_folder(runs / cell) for cell in CELLS)
     if stability is not None and not stability.empty:
         found["plasticity"] = plasticity(stability)
         found["difficulty"] = difficulty(stability)
@@ -588,8 +570,8 @@ def transition_figure(frame):
 
     from experiments.benchmarks._pages import curve
 
-    table = per_experience_table(frame).rename(columns={"accuracy": "value"})
-    table = table.merge(frame[["run", "config.transition"]].drop_duplicates(), on="run")
+    table = per_experience_table(frame, ("config.transition",))
+    table = table.rename(columns={"accuracy": "value"})
     fig, ax = plt.subplots(figsize=(7, 4.2), constrained_layout=True)
     for i, ((method, kind), part) in enumerate(
         table.groupby(["config.method", "config.transition"])
@@ -624,9 +606,9 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         images = {}
         drawn = {
-            "plasticity": lambda: plasticity_figure(_load(args.runs / "stability")),
+            "plasticity": lambda: plasticity_figure(load_folder(args.runs / "stability")),
             "compute": lambda: compute_figure(found["compute"]),
-            "transition": lambda: transition_figure(_load(args.runs / "transition")),
+            "transition": lambda: transition_figure(load_folder(args.runs / "transition")),
         }
         for name, draw in drawn.items():
             if name in found:
