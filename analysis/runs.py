@@ -96,8 +96,13 @@ _SEARCH_DEPTH = 2
 #: config lacks such a key is read as holding the default, so it groups with runs that
 #: hold it rather than apart from them.
 ADDED_KEYS: dict[str, dict[str, Any]] = {
-    "parity": {"layer_norm": False, "weight_decay": 0.0, "device": "cpu"},
-    "stream": {"layer_norm": False, "clip_scale": 2.0},
+    "parity": {
+        "layer_norm": False,
+        "weight_decay": 0.0,
+        "device": "cpu",
+        "training_unroll": "batch",
+    },
+    "stream": {"layer_norm": False, "clip_scale": 2.0, "training_unroll": "batch"},
 }
 
 

@@ -86,6 +86,8 @@ def config():
     beta = 0.01  # weight of KL(p ‖ p_G); ≥ 0 (paper: 0.01)
     lambda_p = 0.2  # prior halting probability, prior mean 1/λ_p steps; in (0, 1]
     epsilon = 0.05  # training unroll stops once cumulative p > 1 − ε; in (0, 1)
+    training_unroll = "batch"  # "batch": the batch steps until every sample passes 1 − ε
+    #   (paper); "per_sample": each sample leaves at its own 1 − ε (cheaper, within ε)
     truncation = "last"  # leftover halting mass: "last" (on step N) or "renormalise"
     kl_direction = "forward"  # "forward" = KL(p ‖ p_G) (paper) or "reverse" = KL(p_G ‖ p)
     eval_halting = "sample"  # evaluation halting: "sample" (paper), "threshold", "expected"
@@ -182,6 +184,7 @@ STEPS = {"rnn": RNNStep, "gru": GRUStep, "mlp": ResidualMLPStep}
 _runs.added_key(ex.path, "layer_norm", False)
 _runs.added_key(ex.path, "weight_decay", 0.0)
 _runs.added_key(ex.path, "device", "cpu")
+_runs.added_key(ex.path, "training_unroll", "batch")
 
 
 def validate(cfg: dict) -> None:
@@ -204,6 +207,7 @@ def validate(cfg: dict) -> None:
     check.choice(cfg, "truncation", ("last", "renormalise"))
     check.choice(cfg, "kl_direction", ("forward", "reverse"))
     check.choice(cfg, "eval_halting", ("sample", "threshold", "expected"))
+    check.choice(cfg, "training_unroll", ("batch", "per_sample"))
     check.device(cfg, "device")
     check.number(cfg, "tau", 0.0)
     check.learning_rate(cfg)
@@ -235,6 +239,7 @@ def build_model(cfg: dict) -> torch.nn.Module:
             # but stops computing p at each sample's halt.
             early_exit=False,
             halting_seed=cfg["seed"],
+            training_unroll=cfg["training_unroll"],
         )
     if cfg["model"] == "act":
         return ACT(step, max_steps=cfg["max_steps"], epsilon=cfg["act_epsilon"])

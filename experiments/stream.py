@@ -482,6 +482,13 @@ MAX_STEPS = Key(10, "most ponder steps N; int ≥ 1", _integer(1))
             'PonderNet evaluation halting: "sample", "threshold", "expected"',
             _one_of("sample", "threshold", "expected"),
         ),
+        "training_unroll": Key(
+            "batch",
+            'PonderNet training unroll: "batch" (every sample until the last passes 1 − ε, '
+            'the paper\'s) or "per_sample" (each leaves at its own 1 − ε)',
+            _one_of("batch", "per_sample"),
+            added=True,
+        ),
     },
 )
 def pondernet(cfg: dict, step: torch.nn.Module) -> torch.nn.Module:
@@ -490,6 +497,7 @@ def pondernet(cfg: dict, step: torch.nn.Module) -> torch.nn.Module:
         max_steps=cfg["max_steps"],
         epsilon=cfg["epsilon"],
         halting=cfg["eval_halting"],
+        training_unroll=cfg["training_unroll"],
         # Halting draws come from the model's own generators (saved in its state_dict),
         # so the evaluation halting mode never shifts the run's other randomness.
         halting_seed=cfg["seed"],

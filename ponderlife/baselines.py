@@ -38,6 +38,7 @@ from ponderlife._checks import check_choice, check_int, check_range
 from ponderlife.diagnostics import dormancy_scores
 from ponderlife.units import (
     ActivationRecorder,
+    StepWeights,
     UnitLayer,
     recorded_samples,
     reinitialise_units,
@@ -279,7 +280,7 @@ class ReDo:
         self.replaced = {layer.name: 0 for layer in self.layers}
 
     @torch.no_grad()
-    def step(self, step_weights: Tensor | None = None) -> dict[str, int]:
+    def step(self, step_weights: StepWeights | None = None) -> dict[str, int]:
         """Count a step; on every ``every``-th, recycle the τ-dormant units. Returns the
         units recycled now, per layer. ``step_weights`` as for continual backprop."""
         self.steps += 1

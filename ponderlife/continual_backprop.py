@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -50,7 +51,9 @@ from ponderlife._checks import check_choice, check_int, check_range
 from ponderlife.units import (
     ActivationRecorder,
     ParamSlice,
+    StepWeights,
     UnitLayer,
+    abs_sum_along,
     recorded_samples,
     reinitialise_units,
     resolve_unit_layers,
@@ -65,8 +68,20 @@ UTILITIES: tuple[str, ...] = (
 INITS: tuple[str, ...] = ("default", "kaiming")
 
 
+@dataclass
+class _Mirror:
+    youngest: int | None  # the youngest unit's age
+    accumulated: float | None  # the accumulator's value
+
+
 class _UnitState(nn.Module):
-    """Per-layer buffers, saved by ``state_dict`` so a run resumes exactly."""
+    """Per-layer buffers, saved by ``state_dict`` so a run resumes exactly.
+
+    Two of them are mirrored in Python so that a step reads no tensor back: the youngest
+    unit's age (all units are eligible while it is past maturity) and the accumulator
+    (a float64 either way). The mirrors are read from the buffers again after the buffers
+    are loaded or copied (:meth:`forget_mirrors`).
+    """
 
     def __init__(self, size: int):
         super().__init__()
@@ -75,6 +90,22 @@ class _UnitState(nn.Module):
         self.register_buffer("age", torch.zeros(size, dtype=torch.long))
         self.register_buffer("accumulator", torch.zeros((), dtype=torch.float64))
         self.register_buffer("replaced", torch.zeros((), dtype=torch.long))
+        self.mirror = _Mirror(youngest=0, accumulated=0.0)  # a plain object: fast to set
+
+    def forget_mirrors(self) -> None:
+        self.mirror.youngest = self.mirror.accumulated = None
+
+    def mirrors(self) -> _Mirror:
+        mirror = self.mirror
+        if mirror.youngest is None:
+            mirror.youngest = int(self.age.min()) if self.age.numel() else 0
+        if mirror.accumulated is None:
+            mirror.accumulated = float(self.accumulator)
+        return mirror
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self.forget_mirrors()
 
 
 class ContinualBackprop(nn.Module):
@@ -127,6 +158,7 @@ class ContinualBackprop(nn.Module):
             {self._key(layer.name): _UnitState(layer.size) for layer in self.layers}
         )
         self.recorder = ActivationRecorder(self.layers)
+        self._dense = {layer.name: _dense_weights(layer) for layer in self.layers}
 
     @staticmethod
     def _key(name: str) -> str:
@@ -156,6 +188,7 @@ class ContinualBackprop(nn.Module):
             if same_units:
                 for name in ("utility", "mean", "age", "accumulator"):
                     getattr(state, name).copy_(getattr(old, name))
+                state.forget_mirrors()
 
     @property
     def replacements(self) -> dict[str, int]:
@@ -167,12 +200,13 @@ class ContinualBackprop(nn.Module):
     # -- the algorithm -------------------------------------------------------------------
 
     @torch.no_grad()
-    def step(self, step_weights: Tensor | None = None) -> dict[str, int]:
+    def step(self, step_weights: StepWeights | None = None) -> dict[str, int]:
         """Update utilities from the activations recorded since the last call, then replace
         units. Call after ``optimizer.step()``. Returns the units replaced now, per layer.
 
         ``step_weights`` (N, B): weight of each of N recorded forwards per sample (see the
-        module docstring); weights that do not match a layer's records are an error.
+        module docstring), or one vector per forward for forwards on different rows (a
+        per-sample unroll); weights that do not match a layer's records are an error.
         """
         selected = []
         for layer in self.layers:
@@ -190,9 +224,9 @@ class ContinualBackprop(nn.Module):
         # weights, which its adaptable utility reads.
         replaced = {}
         for layer, state, units in selected:
-            if units.numel():
+            if units is not None:
                 self._replace(layer, state, units)
-            replaced[layer.name] = int(units.numel())
+            replaced[layer.name] = 0 if units is None else int(units.numel())
         return replaced
 
     def _update_utility(
@@ -200,12 +234,19 @@ class ContinualBackprop(nn.Module):
         layer: UnitLayer,
         state: _UnitState,
         records: list[Tensor],
-        step_weights: Tensor | None,
+        step_weights: StepWeights | None,
     ) -> None:
         decay = self.decay_rate
-        samples, weights = recorded_samples(layer, records, step_weights)  # (S, units, P)
         state.age.add_(1)  # in place: += on a module attribute goes through __setattr__
-        state.mean.mul_(decay).add_(sample_average(samples, weights).mean(-1), alpha=1 - decay)
+        if state.mirror.youngest is not None:
+            state.mirror.youngest += 1
+        dense = self._dense[layer.name]
+        if dense is not None and step_weights is None and _one_plain_record(records, layer.size):
+            self._update_dense(state, records[0], *dense)  # (B, units): the sums below,
+            return  # without positions
+        samples, weights = recorded_samples(layer, records, step_weights)  # (S, units, P)
+        # lerp_: m + (1 − η)(x − m) = η·m + (1 − η)·x in one operation instead of two
+        state.mean.lerp_(_over_positions(sample_average(samples, weights)), 1 - decay)
         if self.utility_kind == "contribution":
             deviation = samples.abs()
         else:
@@ -214,30 +255,58 @@ class ContinualBackprop(nn.Module):
         # |h| per position first, then averaged: a channel whose signed responses cancel
         # over positions is not useless (the reference's order).
         magnitude = sample_average(deviation, weights)  # (units, P)
-        contribution = sum(
+        contribution = _summed(
             _paired(magnitude, part.abs_sum_per_block(layer.size)) for part in layer.outgoing
         )
         if self.utility_kind == "adaptable_contribution":
             tiny = torch.finfo(contribution.dtype).tiny
             contribution = contribution / _abs_sum(layer.incoming, layer.size).clamp_min(tiny)
-        state.utility.mul_(decay).add_(contribution, alpha=1 - decay)
+        state.utility.lerp_(contribution, 1 - decay)
+
+    def _update_dense(
+        self, state: _UnitState, h: Tensor, outgoing: list[Tensor], incoming: list[Tensor]
+    ) -> None:
+        """The update above for a dense layer recorded once, (B, units), in as few tensor
+        operations as it takes: on a small network each costs more than its arithmetic."""
+        decay = self.decay_rate
+        state.mean.lerp_(h[0] if h.shape[0] == 1 else h.mean(0), 1 - decay)
+        if self.utility_kind == "contribution":
+            deviation = h.abs()
+        else:
+            mean = state.mean / self._bias_correction(state.age)
+            deviation = (h - mean.to(h.dtype)).abs()
+        magnitude = deviation[0] if h.shape[0] == 1 else deviation.mean(0)
+        contribution = magnitude * _summed(abs_sum_along(w, 1) for w in outgoing)
+        if self.utility_kind == "adaptable_contribution":
+            tiny = torch.finfo(contribution.dtype).tiny
+            contribution = contribution / _summed(abs_sum_along(w, 0) for w in incoming).clamp_min(
+                tiny
+            )
+        state.utility.lerp_(contribution, 1 - decay)
 
     def _bias_correction(self, age: Tensor) -> Tensor:
-        return 1 - self.decay_rate ** age.to(torch.float64)
+        return 1 - torch.float_power(self.decay_rate, age)  # float64, equal to η ** age.double()
 
-    def _select(self, state: _UnitState) -> Tensor:
-        eligible = state.age > self.maturity_threshold
-        count = int(eligible.sum())
-        if count == 0 or self.replacement_rate == 0:
-            return torch.empty(0, dtype=torch.long, device=state.age.device)
-        state.accumulator.add_(self.replacement_rate * count)
-        number = min(int(state.accumulator), count)
+    def _select(self, state: _UnitState) -> Tensor | None:
+        """The units to replace now (None: none)."""
+        if self.replacement_rate == 0:
+            return None
+        mirror = state.mirrors()
+        everyone = mirror.youngest > self.maturity_threshold  # the common case: no tensor read
+        eligible = None if everyone else state.age > self.maturity_threshold
+        count = state.age.numel() if everyone else int(eligible.sum())
+        if count == 0:
+            return None
+        accumulated = mirror.accumulated + self.replacement_rate * count
+        number = min(int(accumulated), count)
+        mirror.accumulated = accumulated - number
+        state.accumulator.fill_(mirror.accumulated)
         if number == 0:
-            return torch.empty(0, dtype=torch.long, device=state.age.device)
-        state.accumulator.sub_(number)
+            return None
         corrected = state.utility / self._bias_correction(state.age).to(state.utility.dtype)
-        ranked = torch.where(eligible, corrected, torch.full_like(corrected, math.inf))
-        return torch.topk(ranked, number, largest=False).indices
+        if eligible is not None:
+            corrected = torch.where(eligible, corrected, torch.full_like(corrected, math.inf))
+        return torch.topk(corrected, number, largest=False).indices
 
     def _replace(self, layer: UnitLayer, state: _UnitState, units: Tensor) -> None:
         mean = None
@@ -249,11 +318,45 @@ class ContinualBackprop(nn.Module):
         state.utility[units] = 0.0
         state.mean[units] = 0.0
         state.age[units] = 0
+        state.mirror.youngest = 0
         state.replaced.add_(units.numel())
 
 
+def _dense_weights(layer: UnitLayer) -> tuple[list[Tensor], list[Tensor]] | None:
+    """The 2-D outgoing weights (units on dim 1) and incoming weights (units on dim 0) of a
+    layer whose every slice is a plain column or row per unit, or None."""
+
+    def plain(part: ParamSlice, dim: int) -> bool:
+        return part.param.dim() == 2 and part.dim == dim and part.block == part.groups == 1
+
+    if layer.unit_axis != -1 or not layer.outgoing:
+        return None
+    if all(plain(p, 1) for p in layer.outgoing) and all(plain(p, 0) for p in layer.incoming):
+        return [p.param for p in layer.outgoing], [p.param for p in layer.incoming]
+    return None
+
+
+def _one_plain_record(records: list[Tensor], units: int) -> bool:
+    return len(records) == 1 and records[0].dim() == 2 and records[0].shape[1] == units
+
+
+def _summed(terms) -> Tensor:
+    """The sum of a non-empty iterable of tensors, without ``sum()``'s extra ``0 + t``."""
+    iterator = iter(terms)
+    total = next(iterator)
+    for term in iterator:
+        total = total + term
+    return total
+
+
 def _abs_sum(parts: list[ParamSlice], units: int) -> Tensor:
-    return sum(part.abs_sum_per_unit(units) for part in parts)
+    return _summed(part.abs_sum_per_unit(units) for part in parts)
+
+
+def _over_positions(values: Tensor) -> Tensor:
+    """Mean of (units, P) over positions; a view when P = 1 (the mean of one value is
+    that value, so this is exact)."""
+    return values[:, 0] if values.shape[1] == 1 else values.mean(-1)
 
 
 def _paired(magnitude: Tensor, outgoing: Tensor) -> Tensor:
@@ -264,6 +367,8 @@ def _paired(magnitude: Tensor, outgoing: Tensor) -> Tensor:
     or Linear consumer reads every position with the same weights (block = 1). Between
     the two (pooling before ``Flatten``), positions cannot be matched and the means pair.
     """
+    if outgoing.shape[1] == magnitude.shape[1] == 1:  # dense units: no positions
+        return magnitude[:, 0] * outgoing[:, 0]
     if outgoing.shape[1] == magnitude.shape[1]:
         return (magnitude * outgoing).mean(-1)
     return magnitude.mean(-1) * outgoing.mean(-1)

@@ -52,9 +52,13 @@ def model_loss(
     )
 
 
-def ponder_step_weights(output: PonderOutput | ACTOutput | FixedDepthOutput) -> Tensor | None:
+def ponder_step_weights(
+    output: PonderOutput | ACTOutput | FixedDepthOutput,
+) -> Tensor | list[Tensor] | None:
     """How much each of the N step-function forwards of one batch counts, per sample (N, B):
-    the probability that the sample reached the step.
+    the probability that the sample reached the step. For PonderNet's per-sample training
+    unroll, whose forwards ran on fewer rows as samples stopped, one vector per forward
+    with the weight of each of its rows.
 
     PonderNet: ``P(not halted before n)`` (:func:`~ponderlife.reach_probabilities`). ACT: 1
     up to the sample's halting step N(b) and 0 after it (ACT is deterministic; the batch
@@ -62,7 +66,11 @@ def ponder_step_weights(output: PonderOutput | ACTOutput | FixedDepthOutput) -> 
     exist for it). Fixed depth: None, every step of every sample counts the same.
     """
     if isinstance(output, PonderOutput):
-        return reach_probabilities(output)
+        reach = reach_probabilities(output)
+        if output.step_rows is None:
+            return reach
+        # A per-sample unroll: each forward's rows, in its own order (0 after a stop).
+        return [reach[n, rows] for n, rows in enumerate(output.step_rows)]
     if isinstance(output, ACTOutput):
         steps = torch.arange(1, output.weights.shape[0] + 1, device=output.weights.device)
         return (steps[:, None] <= output.halting_step).to(output.weights.dtype)

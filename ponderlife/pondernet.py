@@ -2,9 +2,18 @@
 
 How far the step function is unrolled depends on the mode; the output type does not.
 
-* **Training** (``model.train()``): every sample of the batch steps together until each
-  sample's cumulative halting probability exceeds ``1 − epsilon`` or ``max_steps`` is
-  reached (the paper's rule, ε = 0.05). The halting distribution is truncated there.
+* **Training** (``model.train()``), by ``training_unroll``:
+
+  - ``"batch"`` (the paper's rule, ε = 0.05): every sample of the batch steps together
+    until each sample's cumulative halting probability exceeds ``1 − epsilon`` or
+    ``max_steps`` is reached. The halting distribution is truncated there.
+  - ``"per_sample"``: each sample leaves the working batch once its *own* cumulative
+    halting probability exceeds ``1 − epsilon``, and its distribution is truncated at its
+    last computed step (the leftover mass, below ε, goes where ``truncation`` puts it).
+    The cost follows each sample's steps instead of the slowest sample's; the loss and
+    its gradients differ from the batch rule only by that leftover mass (tested). Steps a
+    sample did not compute hold 0 in ``predictions`` (their p is 0, so every loss term
+    stays finite) and NaN in ``lambdas``.
 * **Evaluation** (``model.eval()``), by ``halting``:
 
   - ``"sample"`` (the paper's): at step n draw Λ_n ~ Bernoulli(λ_n) and halt at the
@@ -47,6 +56,8 @@ from ponderlife.steps import StepFunction
 
 HaltingMode = Literal["sample", "threshold", "expected"]
 HALTING_MODES: tuple[str, ...] = ("sample", "threshold", "expected")
+TrainingUnroll = Literal["batch", "per_sample"]
+TRAINING_UNROLLS: tuple[str, ...] = ("batch", "per_sample")
 # Spawn key of the halting generators' seed sequence (ASCII "halt"): keeps their streams
 # apart from any other generator derived from the same seed.
 _HALTING_SPAWN_KEY = 0x68616C74
@@ -74,6 +85,9 @@ class PonderOutput(NamedTuple):
     halting_step: Tensor  # (B,) int64, 1-based step whose prediction is the answer
     prediction: Tensor  # (B, *out) ŷ at the halting step ("expected": Σ_n p_n ŷ_n)
     expected_steps: Tensor  # (B,) Σ_n n·p_n
+    # A per-sample training unroll's step-function forwards ran on fewer rows as samples
+    # stopped: the batch index of each row of each forward (None: every forward had all B).
+    step_rows: tuple[Tensor, ...] | None = None
 
 
 class PonderNet(nn.Module):
@@ -90,6 +104,8 @@ class PonderNet(nn.Module):
         early_exit: in evaluation, stop computing samples that halted.
         halting_seed: seed of the model's halting generators, an integer ≥ 0 (default:
             ``torch.initial_seed()``, i.e. the seed of the last ``torch.manual_seed``).
+        training_unroll: ``"batch"`` (the paper's) or ``"per_sample"``, see the module
+            docstring; also the unroll of ``"expected"`` evaluation.
 
     Randomness. ``"sample"`` halting draws from two CPU generators the model owns
     (``halting_generators``), one for training-mode and one for evaluation-mode forwards,
@@ -116,6 +132,7 @@ class PonderNet(nn.Module):
         truncation: Truncation = "last",
         early_exit: bool = True,
         halting_seed: int | None = None,
+        training_unroll: TrainingUnroll = "batch",
     ):
         super().__init__()
         self.step = step
@@ -129,6 +146,7 @@ class PonderNet(nn.Module):
         )
         self.truncation = check_choice("truncation", truncation, TRUNCATIONS)
         self.early_exit = early_exit
+        self.training_unroll = check_choice("training_unroll", training_unroll, TRAINING_UNROLLS)
         seed = torch.initial_seed() if halting_seed is None else halting_seed
         self.halting_seed = check_int("halting_seed", seed, 0)
         self.halting_generators = _halting_generators(self.halting_seed)
@@ -138,6 +156,8 @@ class PonderNet(nn.Module):
         ``generator`` if given, else from the model's generator for the current mode."""
         uniforms = self._uniforms(x, generator)
         if self.training or self.halting == "expected":
+            if self.training_unroll == "per_sample":
+                return self._unroll_per_sample(x, uniforms)
             return self._unroll(x, uniforms, stop_log_survival=math.log(self.epsilon))
         if self.early_exit:
             return self._unroll_early_exit(x, uniforms)
@@ -191,6 +211,65 @@ class PonderNet(nn.Module):
             predictions[:steps_run], logits[:steps_run], halting_step, lengths=halting_step
         )
 
+    def _unroll_per_sample(self, x: Tensor, uniforms: Tensor | None) -> PonderOutput:
+        """Each sample steps until its own P(not halted) < ε. Stopped samples stay in the
+        working batch (their later outputs are dropped) until a quarter of it has stopped,
+        then the batch is compacted: fewer index operations than removing them at once."""
+        batch, stop = x.shape[0], math.log(self.epsilon)
+        working = torch.arange(batch, device=x.device)  # batch index of each working row
+        x_working, state = x, self.step.initial_state(x)
+        lengths = torch.full((batch,), self.max_steps, dtype=torch.long, device=x.device)
+        stopped = torch.zeros(batch, dtype=torch.bool, device=x.device)  # per working row
+        log_survival: Tensor | float = 0.0
+        outputs, logits, rows = [], [], []
+        for n in range(1, self.max_steps + 1):
+            prediction, state, logit = self.step(x_working, state)
+            outputs.append(prediction)
+            logits.append(logit)
+            rows.append(working)
+            log_survival = log_survival + F.logsigmoid(-logit.detach())
+            now = (log_survival < stop) & ~stopped
+            if n == self.max_steps or not bool(now.any()):
+                continue
+            lengths[working[now]] = n
+            stopped = stopped | now
+            left = int(stopped.sum())
+            if left == len(working):
+                break
+            if 4 * left >= len(working):
+                keep = ~stopped
+                working, x_working, state = working[keep], x_working[keep], state[keep]
+                log_survival, stopped = log_survival[keep], stopped[keep]
+        return self._assemble(outputs, logits, rows, lengths, uniforms)
+
+    def _assemble(
+        self,
+        outputs: list[Tensor],
+        logits: list[Tensor],
+        rows: list[Tensor],
+        lengths: Tensor,
+        uniforms: Tensor | None,
+    ) -> PonderOutput:
+        """(N, B) tensors from each step's working rows, keeping step n of sample b only
+        where n ≤ lengths[b]: one scatter for the whole unroll."""
+        batch, steps_run = lengths.shape[0], int(lengths.max())
+        step = torch.cat(
+            [torch.full_like(r, n) for n, r in enumerate(rows[:steps_run])]
+        )  # 0-based step of each row
+        sample = torch.cat(rows[:steps_run])
+        kept = step < lengths[sample]
+        step, sample = step[kept], sample[kept]
+        first = outputs[0]
+        predictions = first.new_zeros((steps_run, batch, *first.shape[1:]))
+        predictions = predictions.index_put((step, sample), torch.cat(outputs[:steps_run])[kept])
+        padded = logits[0].new_full((steps_run, batch), math.nan)
+        padded = padded.index_put((step, sample), torch.cat(logits[:steps_run])[kept])
+        if uniforms is not None:
+            uniforms = uniforms[:steps_run]
+        halting_step = self._halting_steps(padded.detach(), uniforms, lengths)
+        output = self._output(predictions, padded, halting_step, lengths=lengths)
+        return output._replace(step_rows=tuple(rows))
+
     # -- halting decisions ----------------------------------------------------------------
 
     def _uniforms(self, x: Tensor, generator: torch.Generator | None) -> Tensor | None:
@@ -217,17 +296,22 @@ class PonderNet(nn.Module):
         # Cumulative p up to this step is 1 − P(not halted) = 1 − exp(log_survival).
         return -torch.expm1(log_survival) > self.threshold
 
-    def _halting_steps(self, logits: Tensor, uniforms: Tensor | None) -> Tensor:
-        """First halting step per sample over a complete unroll (N, B); forced at N."""
-        num_steps = logits.shape[0]
+    def _halting_steps(
+        self, logits: Tensor, uniforms: Tensor | None, lengths: Tensor | None = None
+    ) -> Tensor:
+        """First halting step per sample over an unroll (N, B) of ``lengths`` steps per
+        sample (None: all N); forced at the sample's last step."""
+        num_steps, batch = logits.shape
+        if lengths is None:
+            lengths = torch.full((batch,), num_steps, dtype=torch.long, device=logits.device)
         if self.halting == "expected":
-            return torch.full((logits.shape[1],), num_steps, dtype=torch.long, device=logits.device)
+            return lengths.clone()
         if uniforms is not None:
             halts = uniforms < torch.sigmoid(logits)
         else:
             log_survival = torch.cumsum(F.logsigmoid(-logits), dim=0)
             halts = -torch.expm1(log_survival) > self.threshold
-        halts[-1] = True
+        halts[lengths - 1, torch.arange(batch, device=logits.device)] = True
         return halts.to(torch.int8).argmax(dim=0) + 1
 
     # -- the halting generators' states travel in state_dict ------------------------------

@@ -61,6 +61,10 @@ PASS_THROUGH = (
 )
 
 
+#: How much each sample of each step-function forward counts: an (R, B) tensor, or one
+#: weight vector per forward when forwards ran on different rows (a per-sample unroll).
+StepWeights = Tensor | Sequence[Tensor]
+
 _CHUNK_ELEMENTS = 1 << 19  # 2 MiB of float32: the |w| temporary stays in cache
 
 
@@ -74,8 +78,8 @@ def abs_sum_along(tensor: Tensor, dim: int) -> Tensor:
     """
     size = tensor.shape[dim]
     view = tensor.reshape(math.prod(tensor.shape[:dim]), size, -1)  # (before, size, after)
-    if tensor.numel() <= _CHUNK_ELEMENTS:
-        return view.abs().sum(dim=(0, 2))
+    if tensor.numel() <= _CHUNK_ELEMENTS:  # one operation: small layers pay per operation
+        return torch.linalg.vector_norm(view, 1, dim=(0, 2))
     if view.shape[0] == 1:
         rows = max(1, _CHUNK_ELEMENTS // max(1, view.shape[2]))
         return torch.cat([chunk.abs().sum(dim=(0, 2)) for chunk in view.split(rows, dim=1)])
@@ -120,12 +124,15 @@ class ParamSlice:
 
     def abs_sum_per_unit(self, units: int) -> Tensor:
         """Σ|w| over each unit's part of ``param``, shape (units,)."""
-        return self.abs_sum_per_block(units).sum(dim=1)
+        per_block = self.abs_sum_per_block(units)
+        return per_block[:, 0] if self.block == 1 else per_block.sum(dim=1)
 
     def abs_sum_per_block(self, units: int) -> Tensor:
         """Σ|w| over each unit's part of ``param`` for each of its ``block`` indices (a
         conv channel's flattened positions), shape (units, block)."""
         per_index = abs_sum_along(self.param.detach(), self.dim)
+        if self.groups == 1:  # summing one group is a copy: skip it (a small layer's step
+            return per_index.reshape(units, self.block)  # pays per operation, not per weight)
         return per_index.reshape(self.groups, units, self.block).sum(dim=0)
 
     def folded(self, tensor: Tensor, units: Tensor) -> Tensor:
@@ -177,33 +184,43 @@ def unit_view(activation: Tensor, layer: UnitLayer) -> Tensor:
 
 
 def recorded_samples(
-    layer: UnitLayer, records: Sequence[Tensor], step_weights: Tensor | None
+    layer: UnitLayer, records: Sequence[Tensor], step_weights: StepWeights | None
 ) -> tuple[Tensor, Tensor | None]:
     """Every sample recorded for ``layer`` in one update, as (S, units, positions), and each
     sample's weight (S,), summing to 1 (None: all samples weigh the same).
 
     Without ``step_weights`` the records are concatenated along the batch, whatever their
-    batch sizes (several forwards per update). ``step_weights`` (R, B) weighs the R
-    forwards of a pondering model's step function per sample (its reach probabilities).
+    batch sizes (several forwards per update). ``step_weights`` weighs the R forwards of a
+    pondering model's step function per sample (its reach probabilities): an (R, B)
+    tensor when every forward ran on the whole batch, or R tensors, one weight per row of
+    each forward (a per-sample unroll, whose forwards shrink as samples stop).
     """
     views = [unit_view(record, layer) for record in records]
     samples = views[0] if len(views) == 1 else torch.cat(views)
     if step_weights is None:
         return samples, None
     sizes = [view.shape[0] for view in views]
-    if tuple(step_weights.shape) != (len(views), sizes[0]) or len(set(sizes)) > 1:
-        raise ValueError(
-            f"step_weights of shape {tuple(step_weights.shape)} do not match the "
-            f"{len(views)} forwards of batch sizes {sizes} recorded for layer {layer.name!r}"
+    tensor = isinstance(step_weights, Tensor)
+    per_forward = list(step_weights) if not tensor or step_weights.dim() == 2 else []
+    if [tuple(w.shape) for w in per_forward] != [(size,) for size in sizes]:
+        given = (
+            f"of shape {tuple(step_weights.shape)}"
+            if tensor
+            else f"of sizes {[tuple(w.shape) for w in per_forward]}"
         )
-    weights = step_weights.detach().to(samples.dtype).reshape(-1)
+        raise ValueError(
+            f"step_weights {given} do not match the {len(views)} forwards of batch sizes "
+            f"{sizes} recorded for layer {layer.name!r}"
+        )
+    weights = step_weights.reshape(-1) if tensor else torch.cat(per_forward)
+    weights = weights.detach().to(samples.dtype)
     return samples, weights / weights.sum()
 
 
 def sample_average(values: Tensor, weights: Tensor | None) -> Tensor:
     """Mean of ``values`` (S, ...) over samples, weighted by ``weights`` (S,) if given."""
     if weights is None:
-        return values.mean(0)
+        return values[0] if values.shape[0] == 1 else values.mean(0)  # batch 1: exact
     return torch.tensordot(weights, values, dims=1)
 
 

@@ -52,7 +52,7 @@ from typing import Any
 from avalanche.core import SupervisedPlugin
 from avalanche.models import MultiTaskModule
 from avalanche.training.templates import SupervisedMetaLearningTemplate
-from torch import Tensor, nn
+from torch import nn
 
 from ponderlife import ContinualBackprop
 from ponderlife.baselines import (
@@ -65,7 +65,7 @@ from ponderlife.baselines import (
     WeightClipping,
 )
 from ponderlife.checkpoint import non_finite_parameters
-from ponderlife.units import resolve_unit_layers
+from ponderlife.units import StepWeights, resolve_unit_layers
 
 __all__ = [
     "ContinualBackpropPlugin",
@@ -85,7 +85,7 @@ __all__ = [
 _TRACE_SAMPLES = 4
 
 
-def step_weights(strategy) -> Tensor | None:
+def step_weights(strategy) -> StepWeights | None:
     """Per-forward weights of the activations recorded in this iteration: the strategy's
     ``unit_step_weights()`` (PonderTemplate: reach probabilities of the ponder steps), or
     None (every recorded forward counts equally) for ordinary strategies."""

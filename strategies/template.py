@@ -41,6 +41,7 @@ from ponderlife import (
     ponder_step_weights,
 )
 from ponderlife._checks import check_choice, check_range
+from ponderlife.units import StepWeights
 from strategies.datasets import TensorBatches, tensor_source
 
 __all__ = ["MeanTaskLoss", "PonderTemplate", "full_outputs", "per_sample_cross_entropy"]
@@ -248,7 +249,7 @@ class PonderTemplate(SupervisedTemplate):
         self.ponder_loss_parts = parts
         return parts.total.mean()
 
-    def unit_step_weights(self) -> Tensor | None:
+    def unit_step_weights(self) -> StepWeights | None:
         """Weights (N, B) of the N step-function forwards of this iteration for continual
         backprop and ReDo: each step's reach probability (:func:`ponderlife.ponder_step_weights`;
         None, equal weights, for fixed depth)."""

@@ -250,6 +250,61 @@ def test_reach_probabilities_weight_each_ponder_steps_activations():
     torch.testing.assert_close(reach[1], 1 - out.p[0].detach())
 
 
+@pytest.mark.parametrize("batch", [1, 6])
+@pytest.mark.parametrize(
+    "utility", ["contribution", "mean_corrected_contribution", "adaptable_contribution"]
+)
+def test_the_dense_shortcut_equals_the_general_update(utility, batch):
+    """Dense layers recorded once take a shorter path (fewer tensor operations); it must
+    give the general path's utilities, means, ages and replacements."""
+    runs = []
+    for shortcut in (True, False):
+        model = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 4), nn.ReLU())
+        model.append(nn.Linear(4, 2))
+        torch.manual_seed(0)
+        for parameter in model.parameters():
+            nn.init.uniform_(parameter, -0.7, 0.7)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+        cbp = ContinualBackprop(
+            model, optimizer, utility=utility, replacement_rate=0.2, maturity_threshold=3
+        )
+        if not shortcut:
+            cbp._dense = dict.fromkeys(cbp._dense)  # every layer takes the general path
+        assert all(cbp._dense.values()) == shortcut
+        generator = torch.Generator().manual_seed(1)
+        replaced = 0
+        for _ in range(30):
+            x = torch.randn(batch, 3, generator=generator)
+            replaced += sum(train_step(model, optimizer, cbp, x).values())
+        runs.append((replaced, copy.deepcopy(cbp.state_dict())))
+    (replaced, shortcut_state), (general_replaced, general_state) = runs
+    assert replaced == general_replaced >= 5
+    for key, value in general_state.items():
+        torch.testing.assert_close(shortcut_state[key], value, rtol=1e-5, atol=1e-7, msg=key)
+
+
+def test_mirrors_follow_loaded_and_carried_states():
+    """The Python mirrors of the youngest age and the accumulator are read again from the
+    buffers after load_state_dict and carry_from, so eligibility follows the loaded ages."""
+    model = two_layer()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    cbp = ContinualBackprop(model, optimizer, replacement_rate=0.5, maturity_threshold=2)
+    run_steps(model, optimizer, cbp, torch.Generator().manual_seed(0), 5)
+    state = copy.deepcopy(cbp.state_dict())
+    state["states.0.age"].fill_(0)  # nobody eligible any more
+    state["states.0.accumulator"].fill_(0.75)
+    cbp.load_state_dict(state)
+    assert train_step(model, optimizer, cbp, torch.randn(4, 3)) == {"0": 0}  # age 1 ≤ 2
+    assert float(cbp.states["0"].accumulator) == 0.75
+    other = ContinualBackprop(model, optimizer, replacement_rate=0.5, maturity_threshold=2)
+    other.carry_from(cbp)
+    cbp.remove()
+    assert train_step(model, optimizer, other, torch.randn(4, 3)) == {"0": 0}  # age 2 ≤ 2
+    # Age 3: all 5 eligible, 0.75 + 0.5·5 = 3.25 → 3 replaced, 0.25 left.
+    assert train_step(model, optimizer, other, torch.randn(4, 3)) == {"0": 3}
+    assert float(other.states["0"].accumulator) == pytest.approx(0.25)
+
+
 def run_steps(model, optimizer, cbp, generator, steps):
     for _ in range(steps):
         train_step(model, optimizer, cbp, torch.randn(4, 3, generator=generator))

@@ -95,6 +95,7 @@ def test_a_resumed_run_times_only_its_own_updates(observed, monkeypatch):
         ({"layer_norm": 1}, "config 'layer_norm' must be true or false, got 1"),
         ({"weight_decay": -0.1}, r"config 'weight_decay' must be in \[0, inf\)"),
         ({"device": "cuda:7"}, "config 'device' must be a device of this machine"),
+        ({"training_unroll": "each"}, "config 'training_unroll' must be one of 'batch'"),
     ],
 )
 def test_invalid_config_stops_before_training_naming_the_key(updates, message):

@@ -297,6 +297,39 @@ def test_cbp_plugin_weights_ponder_steps_by_reach_probability():
     assert torch.allclose(plugin.core.states["step__cell"].mean, expected, atol=1e-6)
 
 
+def test_cbp_plugin_follows_the_per_sample_unroll_whose_forwards_shrink():
+    """PonderNet's per-sample training unroll runs the step function on fewer rows as
+    samples stop; the plugin weighs each row of each forward by its reach."""
+    torch.manual_seed(0)
+    step = RNNStep(FEATURES, 16, CLASSES)
+    with torch.no_grad():
+        step.halting.weight.mul_(20)  # samples stop at different steps
+    model = PonderNet(step, max_steps=5, epsilon=0.2, training_unroll="per_sample")
+    plugin = ContinualBackpropPlugin(replacement_rate=0.0, decay_rate=0.0)
+    captured = {}
+
+    class Capture(SupervisedPlugin):
+        def after_update(self, strategy, **kwargs):
+            captured["weights"] = strategy.unit_step_weights()
+            captured["records"] = [r.clone() for r in plugin.core.recorder._records["step.cell"]]
+
+    strategy = PonderTemplate(
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.0),
+        train_mb_size=BATCH,
+        plugins=[Capture(), plugin],
+        evaluator=evaluator(),
+    )
+    strategy.train(stream(1).train_stream[0])
+    weights, records = captured["weights"], captured["records"]
+    sizes = [len(r) for r in records]
+    assert [len(w) for w in weights] == sizes and min(sizes) < max(sizes) == BATCH
+    total = sum(float(w.sum()) for w in weights)
+    expected = sum((w[:, None] * r).sum(0) for w, r in zip(weights, records, strict=True))
+    mean = plugin.core.states["step__cell"].mean
+    assert torch.allclose(mean, expected / total, atol=1e-6)
+
+
 def test_pondering_and_difficulty_metrics_are_emitted_per_experience():
     torch.manual_seed(0)
     model = pondernet()

@@ -1,26 +1,35 @@
-"""What the unroll rules cost: measured side by side in one run, reported as ratios.
+"""What PonderNet's unroll rules cost, measured side by side in one run.
 
-1. Training throughput on parity with the ε-stopped unroll (the paper's rule) versus
-   always unrolling ``max_steps``.
-2. Evaluation cost with batched early exit versus the full unroll, for the ``sample`` and
-   ``threshold`` halting modes.
+The setting is labml's parity-8 PonderNet (8 bits, GRU step of 64 units, N = 20,
+λ_p 0.2, β 0.01, Adam 3e-4, batch 128). The model first trains ``--warmup-updates``
+updates with the paper's rule, so that its halting distribution is a trained one; each
+variant then continues from a copy of that state.
 
-The model is first trained briefly so its halting distribution is not the initial one;
-timings interleave the variants (A B A B ...) so drift on a shared machine hits both.
+1. Training, per update: the paper's batch rule (every sample steps until the slowest
+   passes 1 − ε) against the per-sample rule (each sample leaves at its own 1 − ε). The
+   ideal ratio is the mean number of steps computed per sample over the batch rule's
+   unroll length; both are printed.
+2. Evaluation (``halting="sample"``): early exit against the full N-step unroll, and how
+   close the early-exit cost comes to the mean halting step's share of N (1.0 = cost
+   exactly proportional to the steps computed).
 
-    python -m experiments.benchmarks.pondernet_unroll [--size 16] [--repeats 5]
+CPU time, one thread, variants in rotated order over ``--rounds`` rounds, ratios per
+round as median and min–max (``experiments/benchmarks/_measure.py``).
+
+    python -m experiments.benchmarks.pondernet_unroll [--warmup-updates 3000]
+        [--updates 20] [--rounds 9]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
-from ponderlife import PonderNet, RNNStep, configure_threads, ponder_loss
+from experiments.benchmarks._measure import Ratio, load, rotated_rounds
+from ponderlife import GRUStep, PonderNet, configure_threads, ponder_loss
 from ponderlife.tasks import parity_batch
 
 
@@ -28,78 +37,106 @@ def bce(prediction, target):
     return F.binary_cross_entropy_with_logits(prediction.squeeze(-1), target, reduction="none")
 
 
-def train_updates(model, optimizer, batches, epsilon: float) -> float:
-    """Seconds for one pass of updates over ``batches`` with the given stopping ε."""
-    model.epsilon = epsilon
-    start = time.perf_counter()
+def build(args, unroll: str, state: dict | None = None):
+    torch.manual_seed(0)
+    model = PonderNet(
+        GRUStep(args.size, args.hidden, 1),
+        max_steps=args.max_steps,
+        training_unroll=unroll,
+        halting_seed=0,
+    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    return model, optimizer
+
+
+def train(model, optimizer, batches, steps: list[float] | None = None) -> None:
+    model.train()
     for batch in batches:
-        loss = ponder_loss(model(batch.x), batch.y, bce, beta=0.01, lambda_p=0.2).total
-        optimizer.zero_grad()
+        output = model(batch.x)
+        loss = ponder_loss(output, batch.y, bce, beta=0.01, lambda_p=0.2).total
+        optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    return time.perf_counter() - start
+        if steps is not None:  # steps computed per sample, and the unroll's length
+            computed = (~torch.isnan(output.lambdas)).sum(0).float().mean()
+            steps.append((float(computed), output.p.shape[0]))
 
 
-@torch.no_grad()
-def evaluate(model, x, early_exit: bool, seed: int) -> tuple[float, float]:
-    model.early_exit = early_exit
-    start = time.perf_counter()
-    output = model(x, generator=torch.Generator().manual_seed(seed))
-    return time.perf_counter() - start, float(output.halting_step.float().mean())
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=16)
-    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--size", type=int, default=8)
+    parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--max-steps", type=int, default=20)
-    parser.add_argument("--warmup-updates", type=int, default=1500)
-    parser.add_argument("--updates", type=int, default=100, help="updates per timed repeat")
+    parser.add_argument("--learning-rate", type=float, default=3e-4)
+    parser.add_argument("--warmup-updates", type=int, default=3000)
+    parser.add_argument("--updates", type=int, default=20, help="updates per timed block")
     parser.add_argument("--eval-batch", type=int, default=4096)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     configure_threads(args.threads)
-    torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
 
-    model = PonderNet(RNNStep(args.size, args.hidden, 1), max_steps=args.max_steps)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    warmup = [parity_batch(128, args.size, generator=g) for _ in range(args.warmup_updates)]
-    print(f"warm-up: {args.warmup_updates} updates ...", flush=True)
-    train_updates(model, optimizer, warmup, epsilon=0.05)
+    model, optimizer = build(args, "batch")
+    print(f"warm-up: {args.warmup_updates} updates with the batch rule ...", flush=True)
+    train(
+        model,
+        optimizer,
+        [parity_batch(128, args.size, generator=g) for _ in range(args.warmup_updates)],
+    )
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
     batches = [parity_batch(128, args.size, generator=g) for _ in range(args.updates)]
-
-    # Always unrolling max_steps = an ε so small that no sample's remaining mass reaches it.
-    timings: dict[str, list[float]] = {"epsilon": [], "max_steps": []}
-    unroll = []
-    for _ in range(args.repeats):
-        timings["epsilon"].append(train_updates(model, optimizer, batches, epsilon=0.05))
-        timings["max_steps"].append(train_updates(model, optimizer, batches, epsilon=1e-30))
-        with torch.no_grad():
-            model.epsilon = 0.05
-            unroll.append(model.train()(batches[0].x).p.shape[0])
-    eps, full = statistics.median(timings["epsilon"]), statistics.median(timings["max_steps"])
-    print(f"\ntraining, {args.updates} updates of batch 128 (median of {args.repeats}):")
-    print(f"  ε-stopped unroll (ε=0.05, ~{statistics.median(unroll):.0f} steps): {eps:.3f} s")
-    print(f"  always {args.max_steps} steps:                     {full:.3f} s")
-    print(f"  throughput ratio ε-stopped / full: {full / eps:.2f}x")
+    runs = {unroll: build(args, unroll, state) for unroll in ("batch", "per_sample")}
+    steps = {unroll: [] for unroll in runs}
+    times = rotated_rounds(
+        {
+            unroll: (lambda unroll=unroll: train(*runs[unroll], batches, steps[unroll]))
+            for unroll in runs
+        },
+        args.rounds,
+    )
+    per_update = {k: statistics.median(v) / args.updates * 1e3 for k, v in times.items()}
+    computed = statistics.mean(c for c, _ in steps["per_sample"])
+    unrolled = statistics.mean(n for _, n in steps["batch"])
+    print(
+        f"\ntraining, batch 128, {args.rounds} rounds of {args.updates} updates "
+        f"({args.threads} thread(s), CPU time):"
+    )
+    print(
+        f"  batch rule (paper):  {per_update['batch']:.2f} ms/update, unroll {unrolled:.1f} steps"
+    )
+    print(
+        f"  per-sample rule:     {per_update['per_sample']:.2f} ms/update, "
+        f"{computed:.1f} steps per sample"
+    )
+    print(f"  per-sample / batch:  {Ratio.of(times['per_sample'], times['batch'])}")
+    print(f"  steps computed / unrolled (the ideal ratio): {computed / unrolled:.2f}")
 
     model.eval()
+    model.halting = "sample"
     x = parity_batch(args.eval_batch, args.size, generator=g).x
-    for mode in ("sample", "threshold"):
-        model.halting = mode
-        early, full_t, steps = [], [], 0.0
-        for repeat in range(args.repeats):
-            seconds, steps = evaluate(model, x, early_exit=True, seed=repeat)
-            early.append(seconds)
-            full_t.append(evaluate(model, x, early_exit=False, seed=repeat)[0])
-        e, f = statistics.median(early), statistics.median(full_t)
-        print(f"\nevaluation, halting={mode!r}, batch {args.eval_batch}, mean halt {steps:.2f}:")
-        print(
-            f"  early exit {e * 1000:.1f} ms, full {args.max_steps}-step unroll {f * 1000:.1f} ms"
-        )
-        print(f"  cost ratio early exit / full: {e / f:.2f}  (speed-up {f / e:.2f}x)")
+    halts: list[float] = []
+
+    def evaluate(early_exit: bool) -> None:
+        model.early_exit = early_exit
+        with torch.no_grad():
+            out = model(x, generator=torch.Generator().manual_seed(len(halts)))
+        if early_exit:
+            halts.append(float(out.halting_step.float().mean()))
+
+    times = rotated_rounds(
+        {"early exit": lambda: evaluate(True), "full": lambda: evaluate(False)}, args.rounds
+    )
+    ratio = Ratio.of(times["early exit"], times["full"])
+    share = statistics.mean(halts) / args.max_steps
+    print(f"\nevaluation, halting='sample', batch {args.eval_batch}:")
+    print(f"  mean halting step {statistics.mean(halts):.2f} of N = {args.max_steps}")
+    print(f"  early exit / full unroll: {ratio}")
+    print(f"  cost over the mean halting step's share of N: {ratio.median / share:.2f}")
+    print(load())
 
 
 if __name__ == "__main__":

@@ -1,0 +1,37 @@
+"""The timing rules every benchmark shares (experiments/benchmarks/_measure.py)."""
+
+import pytest
+
+from experiments.benchmarks._measure import Ratio, load, rotated_rounds
+
+
+def test_rounds_rotate_the_order_of_the_variants():
+    calls = []
+    variants = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    clock = iter(range(1, 100))
+    times = rotated_rounds(variants, 4, clock=lambda call: (call(), next(clock))[1])
+    assert calls == list("abcbcacababc")
+    assert times == {"a": [1, 6, 8, 10], "b": [2, 4, 9, 11], "c": [3, 5, 7, 12]}
+
+
+def test_ratio_is_the_median_and_range_of_per_round_ratios():
+    ratio = Ratio.of([2.0, 3.0, 8.0], [1.0, 2.0, 2.0])  # 2, 1.5, 4
+    assert (ratio.median, ratio.low, ratio.high) == (2.0, 1.5, 4.0)
+    assert str(ratio) == "2.00× (min–max 1.50–4.00)"
+    with pytest.raises(ValueError, match="same, non-zero number of rounds"):
+        Ratio.of([1.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="rounds must be ≥ 1"):
+        rotated_rounds({"a": lambda: None}, 0)
+
+
+def test_the_load_line_names_the_cpus():
+    assert "load average" in load() and "CPUs" in load()
+
+
+def test_cbp_cost_runs_at_a_tiny_size(capsys):
+    from experiments.benchmarks import cbp_cost
+
+    cbp_cost.main(["--network", "bit_flipping", "--updates", "150", "--rounds", "2"])
+    out = capsys.readouterr().out
+    assert "bit_flipping" in out and "×" in out and "load average" in out
+    assert "quoted, not measured here" in out
