@@ -35,3 +35,16 @@ def test_cbp_cost_runs_at_a_tiny_size(capsys):
     out = capsys.readouterr().out
     assert "bit_flipping" in out and "×" in out and "load average" in out
     assert "quoted, not measured here" in out
+
+
+def test_avalanche_overhead_and_pondernet_unroll_run_at_a_tiny_size(capsys):
+    from experiments.benchmarks import avalanche_overhead, pondernet_unroll
+
+    avalanche_overhead.overhead(samples=128, rounds=1)
+    out = capsys.readouterr().out
+    assert "units replaced" in out and "/ plain" in out and "load average" in out
+    pondernet_unroll.main(
+        ["--warmup-updates", "2", "--updates", "1", "--rounds", "1", "--eval-batch", "16"]
+    )
+    out = capsys.readouterr().out
+    assert "per-sample / batch" in out and "early exit / full unroll" in out

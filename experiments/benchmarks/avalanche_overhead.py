@@ -5,13 +5,16 @@ stream.
    against a plain PyTorch loop doing the same work on the same tensors (same model, loss,
    optimizer, shuffling, ``ContinualBackprop.step`` with reach-probability weights). Two
    Avalanche variants: no metrics, and ponderlife's per-experience metrics (pondering,
-   plasticity, difficulty) plus Avalanche's accuracy / loss. Repeats alternate the three
-   (A B C A B C ...) so drift on a shared machine hits all; reported as ratios of medians.
+   plasticity, difficulty) plus Avalanche's accuracy / loss. The experience is long enough
+   (320 updates by default) that continual backprop replaces units in every variant (the
+   counts are printed). CPU time of the training alone, the three in rotated order over
+   ``--rounds`` rounds, each ratio to the plain loop per round as median and min–max
+   (``experiments/benchmarks/_measure.py``).
 2. Memory: a stream of ``--experiences`` small experiences, trained and evaluated on the
    current experience with every metric on; resident memory after each experience and
    its growth per experience over the second half (a leak shows as a steady slope).
 
-    python -m experiments.benchmarks.avalanche_overhead [--samples 2048] [--repeats 5]
+    python -m experiments.benchmarks.avalanche_overhead [--samples 20480] [--rounds 9]
         [--experiences 200]
 """
 
@@ -27,6 +30,7 @@ import torch
 from avalanche.evaluation.metrics import accuracy_metrics, loss_metrics
 from avalanche.training.plugins import EvaluationPlugin
 
+from experiments.benchmarks._measure import Ratio, load, rotated_rounds
 from ponderlife import (
     AdamPerElement,
     ContinualBackprop,
@@ -56,11 +60,12 @@ def model(inputs: int) -> PonderNet:
     return PonderNet(ResidualMLPStep(inputs, HIDDEN, 2), max_steps=STEPS)
 
 
-def plain_loop(x: torch.Tensor, y: torch.Tensor) -> float:
+def plain_loop(x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+    """CPU seconds of one pass, and the units continual backprop replaced in it."""
     net = model(x.shape[1])
     optimizer = AdamPerElement(net.parameters(), lr=1e-3)
     cbp = ContinualBackprop(net, optimizer, **CBP)
-    start = time.perf_counter()
+    start = time.process_time()
     order = torch.randperm(len(x))
     for first in range(0, len(x), BATCH):
         chosen = order[first : first + BATCH]
@@ -70,10 +75,10 @@ def plain_loop(x: torch.Tensor, y: torch.Tensor) -> float:
         loss.total.backward()
         optimizer.step()
         cbp.step(reach_probabilities(output))
-    return time.perf_counter() - start
+    return time.process_time() - start, sum(cbp.replacements.values())
 
 
-def avalanche(experience, inputs: int, with_metrics: bool) -> float:
+def avalanche(experience, inputs: int, with_metrics: bool) -> tuple[float, int]:
     net = model(inputs)
     metrics = (
         [
@@ -86,42 +91,60 @@ def avalanche(experience, inputs: int, with_metrics: bool) -> float:
         if with_metrics
         else []
     )
+    plugin = ContinualBackpropPlugin(**CBP)
     strategy = PonderTemplate(
         model=net,
         optimizer=AdamPerElement(net.parameters(), lr=1e-3),
         beta=0.01,
         lambda_p=0.2,
         train_mb_size=BATCH,
-        plugins=[ContinualBackpropPlugin(**CBP)],
+        plugins=[plugin],
         evaluator=EvaluationPlugin(*metrics, loggers=[]),
     )
-    start = time.perf_counter()
+    start = time.process_time()
     strategy.train(experience)
-    return time.perf_counter() - start
+    return time.process_time() - start, sum(plugin.core.replacements.values())
 
 
-def overhead(samples: int, repeats: int) -> None:
+def overhead(samples: int, rounds: int) -> None:
     bench = linear_system_stream(dimensions=[4], samples_per_experience=samples, test_samples=8)
     experience = bench.train_stream[0]
     x, y = tensor_source(experience.dataset)[:2]  # the same data the strategy trains on
-    times: dict[str, list[float]] = {"plain": [], "avalanche": [], "avalanche+metrics": []}
+    replaced: dict[str, int] = {}
+
+    def variant(name: str, run):
+        def timed() -> float:
+            seconds, replaced[name] = run()
+            return seconds
+
+        return timed
+
     plain_loop(x, y)  # warm-up
-    for _ in range(repeats):
-        times["plain"].append(plain_loop(x, y))
-        times["avalanche"].append(avalanche(experience, x.shape[1], with_metrics=False))
-        times["avalanche+metrics"].append(avalanche(experience, x.shape[1], with_metrics=True))
-    base = statistics.median(times["plain"])
+    times = rotated_rounds(
+        {
+            "plain": variant("plain", lambda: plain_loop(x, y)),
+            "avalanche": variant("avalanche", lambda: avalanche(experience, x.shape[1], False)),
+            "avalanche+metrics": variant(
+                "avalanche+metrics", lambda: avalanche(experience, x.shape[1], True)
+            ),
+        },
+        rounds,
+        clock=lambda timed: timed(),  # each variant times its own training, CPU time
+    )
     updates = -(-samples // BATCH)
     print(
         f"one experience: {samples} samples, batch {BATCH}, {updates} updates, "
-        f"PonderNet (residual MLP {HIDDEN}, N {STEPS}) + CBP, 1 thread, {repeats} repeats"
+        f"PonderNet (residual MLP {HIDDEN}, N {STEPS}) + CBP (ρ {CBP['replacement_rate']}, "
+        f"maturity {CBP['maturity_threshold']}), 1 thread, CPU time, {rounds} rotated rounds"
     )
     for name, values in times.items():
         median = statistics.median(values)
+        ratio = "" if name == "plain" else f"  / plain {Ratio.of(values, times['plain'])}"
         print(
-            f"  {name:<18} median {median * 1000:8.1f} ms  ({median / updates * 1000:.2f} "
-            f"ms/update)  ratio to plain {median / base:.2f}x"
+            f"  {name:<18} {median / updates * 1000:6.2f} ms/update  "
+            f"units replaced {replaced[name]:>3}{ratio}"
         )
+    print(f"  {load()}")
 
 
 def rss_mib() -> float:
@@ -170,13 +193,15 @@ def memory(experiences: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=2048)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--samples", type=int, default=20480, help="320 updates: continual backprop replaces"
+    )
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--experiences", type=int, default=200)
     args = parser.parse_args()
     configure_threads(1)
     warnings.filterwarnings("ignore")
-    overhead(args.samples, args.repeats)
+    overhead(args.samples, args.rounds)
     memory(args.experiences)
 
 
