@@ -268,9 +268,10 @@ def test_ponder_template_rejects_models_it_cannot_train_and_bad_arguments():
         )
 
 
-def test_cbp_plugin_weights_ponder_steps_by_reach_probability():
-    torch.manual_seed(0)
-    model = pondernet()
+def train_capturing_step_weights(model):
+    """One experience with a frozen model (lr 0) and a CBP plugin of decay 0; returns the
+    strategy, the plugin, and the step weights and recorded cell activations of the last
+    update (captured before the plugin's step consumes them)."""
     plugin = ContinualBackpropPlugin(replacement_rate=0.0, decay_rate=0.0)
     captured = {}
 
@@ -287,7 +288,12 @@ def test_cbp_plugin_weights_ponder_steps_by_reach_probability():
         evaluator=evaluator(),
     )
     strategy.train(stream(1).train_stream[0])
-    weights, records = captured["weights"], captured["records"]
+    return strategy, plugin, captured["weights"], captured["records"]
+
+
+def test_cbp_plugin_weights_ponder_steps_by_reach_probability():
+    torch.manual_seed(0)
+    strategy, plugin, weights, records = train_capturing_step_weights(pondernet())
     assert torch.allclose(weights, reach_probabilities(strategy.ponder_output))
     assert weights.shape[0] == len(records)
     # decay 0: the running mean is exactly this step's reach-weighted mean activation
@@ -305,23 +311,7 @@ def test_cbp_plugin_follows_the_per_sample_unroll_whose_forwards_shrink():
     with torch.no_grad():
         step.halting.weight.mul_(20)  # samples stop at different steps
     model = PonderNet(step, max_steps=5, epsilon=0.2, training_unroll="per_sample")
-    plugin = ContinualBackpropPlugin(replacement_rate=0.0, decay_rate=0.0)
-    captured = {}
-
-    class Capture(SupervisedPlugin):
-        def after_update(self, strategy, **kwargs):
-            captured["weights"] = strategy.unit_step_weights()
-            captured["records"] = [r.clone() for r in plugin.core.recorder._records["step.cell"]]
-
-    strategy = PonderTemplate(
-        model=model,
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.0),
-        train_mb_size=BATCH,
-        plugins=[Capture(), plugin],
-        evaluator=evaluator(),
-    )
-    strategy.train(stream(1).train_stream[0])
-    weights, records = captured["weights"], captured["records"]
+    _, plugin, weights, records = train_capturing_step_weights(model)
     sizes = [len(r) for r in records]
     assert [len(w) for w in weights] == sizes and min(sizes) < max(sizes) == BATCH
     total = sum(float(w.sum()) for w in weights)
