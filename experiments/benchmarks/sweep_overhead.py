@@ -1,7 +1,7 @@
 """What a Ray sweep costs and gains: 8 short runs one after another in this process vs a
 sweep of them on a local Ray with 1 and with 2 workers.
 
-    python -m experiments.benchmarks.sweep_overhead              # 3 rounds, rotated order
+    python -m experiments.benchmarks.sweep_overhead              # 9 rounds, rotated order
     python -m experiments.benchmarks.sweep_overhead --rounds 5 --examples 8000
 
 Each round runs the three variants in a rotated order, each into a fresh runs folder:
@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from experiments import bit_flipping, sweep
+from experiments.benchmarks._measure import load
 
 
 def jobs(examples: int, runs: int) -> list[sweep.Job]:
@@ -78,7 +79,7 @@ def spread(values: list[float], fmt: str = ".2f") -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--runs", type=int, default=8, help="runs per sweep (even)")
     parser.add_argument(
         "--examples", type=int, default=2000, help="examples per run (2,000: about 2.5 s)"
@@ -93,8 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     names = list(variants)
     results: dict[str, list[dict]] = {name: [] for name in names}
     print(
-        f"{len(batch)} bit-flipping runs of {args.examples} examples; {os.cpu_count()} CPUs; "
-        f"load average before: {os.getloadavg()[0]:.2f}"
+        f"{len(batch)} bit-flipping runs of {args.examples} examples; before: {load()}"
     )
     for index in range(args.rounds):
         order = names[index % len(names) :] + names[: index % len(names)]
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
             f"round {index + 1} ({' → '.join(order)}): "
             + ", ".join(f"{n} {row[n]['wall']:.1f} s" for n in names)
         )
-    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    print(f"after: {load()}")
     print()
     for name in names:
         walls = [r["wall"] for r in results[name]]
