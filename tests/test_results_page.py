@@ -151,6 +151,34 @@ def test_transition_gives_the_change_per_method_and_transition(tmp_path):
     assert found["gradual"]["change"]["mean"] == pytest.approx(0.0)
 
 
+def test_within_reads_each_experiences_own_correlation_by_half_and_by_kind(tmp_path):
+    """Experiences alternate easy (mean 2.5 bits) and hard (6.5); the within-experience ρ
+    is logged per experience right after training on it, and later evaluations must not
+    count."""
+    for seed in range(3):
+        metrics: dict = {}
+        for i in range(8):
+            easy = i % 2 == 0
+            log_metric(metrics, "stream.difficulty", i, 2.5 if easy else 6.5)
+            log_metric(metrics, f"eval.accuracy.exp{i:03d}", i, 0.9 if easy else 0.5)
+            log_metric(metrics, f"eval.halting_step_mean.exp{i:03d}", i, 5.0)
+            rho = (0.6 if easy else 0.0) + (0.2 if i >= 5 else 0.0) + 0.01 * seed
+            log_metric(metrics, f"eval.difficulty_spearman.exp{i:03d}", i, rho)
+            if i:  # a later evaluation of experience 0: not its own
+                log_metric(metrics, "eval.difficulty_spearman.exp000", i, -1.0)
+        write_run_folder(
+            tmp_path / "parity_shift" / str(seed), "stream", _config(seed=seed), metrics
+        )
+    (finding,) = results.compute_findings(tmp_path)["within"]
+    # ρ by experience 0..7 (seed 0): 0.6, 0, 0.6, 0, 0.6, 0.2, 0.8, 0.2; halves 0–3 | 4–7
+    assert finding["rho_easy"]["mean"] == pytest.approx((0.6 * 3 + 0.8) / 4 + 0.01)
+    assert finding["rho_hard"]["mean"] == pytest.approx(0.4 / 4 + 0.01)
+    assert finding["rho_first_half"]["mean"] == pytest.approx(1.2 / 4 + 0.01)
+    assert finding["rho_second_half"]["mean"] == pytest.approx(1.8 / 4 + 0.01)
+    assert finding["accuracy_easy"]["mean"] == pytest.approx(0.9)
+    assert finding["rho_easy"]["runs"] == 3
+
+
 def test_the_page_lists_every_question_and_marks_the_ones_not_run(tmp_path):
     _stream_run(tmp_path / "stability" / "0", _config(seed=0), halting=lambda i, n: float(n))
     found = results.compute_findings(tmp_path)
@@ -158,7 +186,7 @@ def test_the_page_lists_every_question_and_marks_the_ones_not_run(tmp_path):
     text = results.page(found, {"stability": "Ran here."}, {})
     for title, _ in results.QUESTIONS.values():
         assert f"## {title}" in text
-    assert text.count("Not run yet") == 2  # compute (no fixed-depth runs), transition
+    assert text.count("Not run yet") == 3  # compute (no fixed-depth runs), transition, within
     assert found["forgetting"] == []  # one evaluation per experience: nothing forgotten
     assert "Its runs do not log what it needs." in text
     assert "too few runs for an interval" in text

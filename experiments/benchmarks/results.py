@@ -50,6 +50,13 @@ CELLS = {
         f"--grid transition=abrupt transition=gradual --grid method=bp method=cbp {SEEDS}",
         "bp and cbp with abrupt and gradual switches (one pass of 10,240 samples)",
     ),
+    "parity_shift": (
+        "stream --with parity --set parity_size=8 step=gru hidden_size=64 experiences=12 "
+        "samples_per_experience=16384 epochs=4 batch_size=128 max_steps=20 lambda_p=0.2 "
+        f"beta=0.01 --grid method=bp method=cbp {SEEDS}",
+        "PonderNet (GRU-64, N = 20) on 8-bit parity whose experiences alternate 1–4 and "
+        "5–8 nonzero bits, bp and cbp: pondering against difficulty within an experience",
+    ),
 }
 #: The whole product, for a cluster (`--address auto` on a Ray head node).
 CLUSTER = (
@@ -282,6 +289,38 @@ def compute(ponder_frame, fixed_frame) -> list[dict]:
     return findings
 
 
+def within(frame) -> list[dict]:
+    """Per method: the per-run mean of ρ(halting step, difficulty) within each experience's
+    own test set right after training on it (the number of nonzero bits of parity), over
+    the first and the second half of the stream and over its easy and hard experiences
+    (mean difficulty below / above the stream's median), with the new-experience accuracy
+    of each kind."""
+    import pandas as pd
+
+    from analysis.runs import per_experience
+
+    table = per_experience_table(frame)
+    rho = per_experience(frame, "difficulty_spearman", on="new")[["run", "experience", "value"]]
+    table = table.merge(rho.rename(columns={"value": "rho"}), on=["run", "experience"])
+    second = table["experience"] > table["experience"].max() / 2
+    hard = table["level"] > table["level"].median()
+    per_run = []
+    for _, rows in table.groupby("run"):
+        late, difficult = second[rows.index], hard[rows.index]
+        per_run.append(
+            {
+                "config.method": rows["config.method"].iloc[0],
+                "rho_first_half": rows[~late]["rho"].mean(),
+                "rho_second_half": rows[late]["rho"].mean(),
+                "rho_easy": rows[~difficult]["rho"].mean(),
+                "rho_hard": rows[difficult]["rho"].mean(),
+                "accuracy_easy": rows[~difficult]["accuracy"].mean(),
+                "accuracy_hard": rows[difficult]["accuracy"].mean(),
+            }
+        )
+    return _per_method(pd.DataFrame(per_run))
+
+
 def transition(frame) -> list[dict]:
     """Per method × transition: new-experience accuracy in the first and the last third
     and the per-run change."""
@@ -367,6 +406,17 @@ QUESTIONS = {
             ("difference", "halting, cbp − bp (paired by seed)"),
         ],
     ),
+    "within": (
+        "Does pondering track difficulty within an experience, and does that survive the shift?",
+        [
+            ("rho_first_half", "ρ(halting, nonzero bits) within an experience, first half"),
+            ("rho_second_half", "second half"),
+            ("rho_easy", "on easy experiences (1–4 bits)"),
+            ("rho_hard", "on hard experiences (5–8 bits)"),
+            ("accuracy_easy", "new-experience accuracy, easy"),
+            ("accuracy_hard", "new-experience accuracy, hard"),
+        ],
+    ),
     "difficulty": (
         "Does pondering track difficulty across the stream, and does it survive the shifts?",
         [
@@ -411,6 +461,12 @@ READ = {
         ("rho_rank_detrended", "ρ(halting, effective rank) with the trend over the stream removed"),
         ("difference", "mean halting step, cbp − bp"),
     ),
+    "within": (
+        ("rho_first_half", "ρ(halting, nonzero bits) within an experience, first half"),
+        ("rho_second_half", "second half"),
+        ("rho_easy", "on easy experiences"),
+        ("rho_hard", "on hard experiences"),
+    ),
     "difficulty": (
         ("rho_first_half", "ρ(halting, n), first half"),
         ("rho_second_half", "second half"),
@@ -440,7 +496,7 @@ def readings(name: str, findings: list[dict]) -> list[str]:
 def compute_findings(runs: Path) -> dict[str, list[dict]]:
     """Every question whose cells have runs."""
     found = {}
-    stability, fixed, switches = (load_folder(runs / cell) for cell in CELLS)
+    stability, fixed, switches, parity = (load_folder(runs / cell) for cell in CELLS)
     if stability is not None and not stability.empty:
         found["plasticity"] = plasticity(stability)
         found["difficulty"] = difficulty(stability)
@@ -449,6 +505,8 @@ def compute_findings(runs: Path) -> dict[str, list[dict]]:
             found["compute"] = compute(stability, fixed)
     if switches is not None and not switches.empty:
         found["transition"] = transition(switches)
+    if parity is not None and not parity.empty:
+        found["within"] = within(parity)
     return found
 
 
@@ -583,6 +641,34 @@ def transition_figure(frame):
     return fig
 
 
+def within_figure(frame):
+    """ρ(halting, nonzero bits) within each experience, and the new-experience accuracy,
+    over the stream per method (mean and 95% CI over runs)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from analysis.plots import COLORS
+    from analysis.runs import per_experience
+    from experiments.benchmarks._pages import curve
+
+    rho = per_experience(frame, "difficulty_spearman", on="new")
+    accuracy = per_experience(frame, "accuracy", on="new")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for ax, table, label in (
+        (axes[0], rho, "ρ(halting step, nonzero bits) within the experience"),
+        (axes[1], accuracy, "accuracy right after training on it"),
+    ):
+        for method, part in table.groupby("config.method", sort=False):
+            curve(ax, part, "experience", sorted(part["run"].unique()), COLORS.get(method), method)
+        ax.set_xlabel("experience (even: 1–4 bits, odd: 5–8 bits)")
+        ax.set_ylabel(label)
+    axes[0].axhline(0.0, color="0.6", lw=0.8)
+    axes[0].legend(frameon=False, title="method (runs)")
+    return fig
+
+
 # ---------------------------------------------------------------- command line
 
 
@@ -609,6 +695,7 @@ def main(argv: list[str] | None = None) -> int:
             "plasticity": lambda: plasticity_figure(load_folder(args.runs / "stability")),
             "compute": lambda: compute_figure(found["compute"]),
             "transition": lambda: transition_figure(load_folder(args.runs / "transition")),
+            "within": lambda: within_figure(load_folder(args.runs / "parity_shift")),
         }
         for name, draw in drawn.items():
             if name in found:

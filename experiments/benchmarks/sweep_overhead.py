@@ -93,9 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     names = list(variants)
     results: dict[str, list[dict]] = {name: [] for name in names}
-    print(
-        f"{len(batch)} bit-flipping runs of {args.examples} examples; before: {load()}"
-    )
+    print(f"{len(batch)} bit-flipping runs of {args.examples} examples; before: {load()}")
     for index in range(args.rounds):
         order = names[index % len(names) :] + names[: index % len(names)]
         for name in order:
