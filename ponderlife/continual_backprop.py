@@ -256,7 +256,7 @@ class ContinualBackprop(nn.Module):
         # over positions is not useless (the reference's order).
         magnitude = sample_average(deviation, weights)  # (units, P)
         contribution = _summed(
-            _paired(magnitude, part.abs_sum_per_block(layer.size)) for part in layer.outgoing
+            [_paired(magnitude, part.abs_sum_per_block(layer.size)) for part in layer.outgoing]
         )
         if self.utility_kind == "adaptable_contribution":
             tiny = torch.finfo(contribution.dtype).tiny
@@ -273,19 +273,17 @@ class ContinualBackprop(nn.Module):
         if self.utility_kind == "contribution":
             deviation = h.abs()
         else:
-            mean = state.mean / self._bias_correction(state.age)
-            deviation = (h - mean.to(h.dtype)).abs()
+            deviation = (h - state.mean / self._bias_correction(state.age)).abs()
         magnitude = deviation[0] if h.shape[0] == 1 else deviation.mean(0)
-        contribution = magnitude * _summed(abs_sum_along(w, 1) for w in outgoing)
+        contribution = magnitude * _summed([abs_sum_along(w, 1) for w in outgoing])
         if self.utility_kind == "adaptable_contribution":
-            tiny = torch.finfo(contribution.dtype).tiny
-            contribution = contribution / _summed(abs_sum_along(w, 0) for w in incoming).clamp_min(
-                tiny
-            )
+            incoming_sum = _summed([abs_sum_along(w, 0) for w in incoming])
+            contribution = contribution / incoming_sum.clamp_min(torch.finfo(h.dtype).tiny)
         state.utility.lerp_(contribution, 1 - decay)
 
     def _bias_correction(self, age: Tensor) -> Tensor:
-        return 1 - torch.float_power(self.decay_rate, age)  # float64, equal to η ** age.double()
+        """1 − η^age in the default float dtype (torch.pow of a float by an integer tensor)."""
+        return 1 - torch.pow(self.decay_rate, age)
 
     def _select(self, state: _UnitState) -> Tensor | None:
         """The units to replace now (None: none)."""
@@ -303,7 +301,7 @@ class ContinualBackprop(nn.Module):
         state.accumulator.fill_(mirror.accumulated)
         if number == 0:
             return None
-        corrected = state.utility / self._bias_correction(state.age).to(state.utility.dtype)
+        corrected = state.utility / self._bias_correction(state.age)
         if eligible is not None:
             corrected = torch.where(eligible, corrected, torch.full_like(corrected, math.inf))
         return torch.topk(corrected, number, largest=False).indices
@@ -340,17 +338,16 @@ def _one_plain_record(records: list[Tensor], units: int) -> bool:
     return len(records) == 1 and records[0].dim() == 2 and records[0].shape[1] == units
 
 
-def _summed(terms) -> Tensor:
-    """The sum of a non-empty iterable of tensors, without ``sum()``'s extra ``0 + t``."""
-    iterator = iter(terms)
-    total = next(iterator)
-    for term in iterator:
+def _summed(terms: list[Tensor]) -> Tensor:
+    """The sum of a non-empty list of tensors, without ``sum()``'s extra ``0 + t``."""
+    total = terms[0]
+    for term in terms[1:]:
         total = total + term
     return total
 
 
 def _abs_sum(parts: list[ParamSlice], units: int) -> Tensor:
-    return _summed(part.abs_sum_per_unit(units) for part in parts)
+    return _summed([part.abs_sum_per_unit(units) for part in parts])
 
 
 def _over_positions(values: Tensor) -> Tensor:

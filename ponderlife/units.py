@@ -76,10 +76,13 @@ def abs_sum_along(tensor: Tensor, dim: int) -> Tensor:
     ``linalg.vector_norm(ord=1)`` over a strided dimension or ``abs().sum()`` over the
     whole matrix read and write it several times (≈6× and ≈2× slower for 2000×2000).
     """
+    if tensor.dim() == 1:
+        return tensor.abs()
+    if tensor.numel() <= _CHUNK_ELEMENTS:  # one operation: small layers pay per operation
+        others = tuple(d for d in range(tensor.dim()) if d != dim)
+        return torch.linalg.vector_norm(tensor, 1, dim=others)
     size = tensor.shape[dim]
     view = tensor.reshape(math.prod(tensor.shape[:dim]), size, -1)  # (before, size, after)
-    if tensor.numel() <= _CHUNK_ELEMENTS:  # one operation: small layers pay per operation
-        return torch.linalg.vector_norm(view, 1, dim=(0, 2))
     if view.shape[0] == 1:
         rows = max(1, _CHUNK_ELEMENTS // max(1, view.shape[2]))
         return torch.cat([chunk.abs().sum(dim=(0, 2)) for chunk in view.split(rows, dim=1)])
