@@ -45,6 +45,6 @@ def test_avalanche_overhead_and_pondernet_unroll_run_at_a_tiny_size(capsys):
     assert "units replaced" in out and "/ plain" in out and "load average" in out
     pondernet_unroll.main(
         ["--warmup-updates", "2", "--updates", "1", "--rounds", "1", "--eval-batch", "16"]
-    )
+    )  # both settings: parity-8 and the demo's model
     out = capsys.readouterr().out
     assert "per-sample / batch" in out and "early exit / full unroll" in out
