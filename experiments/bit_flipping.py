@@ -15,7 +15,9 @@ of the hidden layer on a fixed probe batch, ``plasticity.dead_fraction``,
 (none for the linear learner); ``plasticity.weight_magnitude``,
 ``plasticity.gradient_norm`` (of the bin's last update) and ``plasticity.units_replaced``
 (cumulative). It prints a progress line ending ``(<elapsed>, ETA <left>)`` and writes a
-checkpoint. Runs are stored under ``runs/bit_flipping/<id>/``; a run resumed from a
+checkpoint. A non-finite loss stops the run at its example; weights are checked for NaN
+or ±inf once per bin (a check per batch-1 update would cost a quarter of the iteration),
+so non-finite weights stop it naming the bin; the checkpoint before it is kept. Runs are stored under ``runs/bit_flipping/<id>/``; a run resumed from a
 checkpoint of before these names (``stream.squared_error``, ``probe.*``, ``model.*``,
 ``method.units_replaced``) re-logs its history under the old names and continues under
 the new ones.
