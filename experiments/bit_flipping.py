@@ -17,8 +17,9 @@ of the hidden layer on a fixed probe batch, ``plasticity.dead_fraction``,
 (cumulative). It prints a progress line ending ``(<elapsed>, ETA <left>)`` and writes a
 checkpoint. A non-finite loss stops the run at its example; weights are checked for NaN
 or ±inf once per bin (a check per batch-1 update would cost a quarter of the iteration),
-so non-finite weights stop it naming the bin; the checkpoint before it is kept. Runs are stored under ``runs/bit_flipping/<id>/``; a run resumed from a
-checkpoint of before these names (``stream.squared_error``, ``probe.*``, ``model.*``,
+so non-finite weights stop it naming the bin; the checkpoint before it is kept. Runs are
+stored under ``runs/bit_flipping/<id>/``; a run resumed from a checkpoint of before these
+names (``stream.squared_error``, ``probe.*``, ``model.*``,
 ``method.units_replaced``) re-logs its history under the old names and continues under
 the new ones.
 """

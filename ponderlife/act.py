@@ -28,7 +28,7 @@ from ponderlife.halting import (
     reduce,
     weighted_over_steps,
 )
-from ponderlife.steps import StepFunction
+from ponderlife.steps import StepFunction, prepare
 
 
 class ACTOutput(NamedTuple):
@@ -60,13 +60,13 @@ class ACT(nn.Module):
         )
 
     def forward(self, x: Tensor) -> ACTOutput:
-        state = self.step.initial_state(x)
+        state, inputs = self.step.initial_state(x), prepare(self.step, x)
         predictions, halting_probs, weights = [], [], []
         cumulative = remainder = None
         running = None
         halting_step = None
         for n in range(1, self.max_steps + 1):
-            prediction, state, logit = self.step(x, state)
+            prediction, state, logit = self.step(inputs, state)
             h = torch.sigmoid(logit)
             if cumulative is None:
                 cumulative = torch.zeros_like(h)

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from ponderlife._checks import check_int
 from ponderlife.halting import Reduction, TaskLoss, reduce
-from ponderlife.steps import StepFunction
+from ponderlife.steps import StepFunction, prepare
 
 
 class FixedDepthOutput(NamedTuple):
@@ -32,10 +32,10 @@ class FixedDepth(nn.Module):
         self.num_steps = check_int("num_steps", num_steps, 1)
 
     def forward(self, x: Tensor) -> FixedDepthOutput:
-        state = self.step.initial_state(x)
+        state, inputs = self.step.initial_state(x), prepare(self.step, x)
         predictions = []
         for _ in range(self.num_steps):
-            prediction, state, _ = self.step(x, state)
+            prediction, state, _ = self.step(inputs, state)
             predictions.append(prediction)
         steps = torch.full((x.shape[0],), self.num_steps, dtype=torch.long, device=x.device)
         return FixedDepthOutput(

@@ -52,7 +52,7 @@ from ponderlife.halting import (
     log_halting_distribution,
     weighted_over_steps,
 )
-from ponderlife.steps import StepFunction
+from ponderlife.steps import StepFunction, prepare
 
 HaltingMode = Literal["sample", "threshold", "expected"]
 HALTING_MODES: tuple[str, ...] = ("sample", "threshold", "expected")
@@ -167,11 +167,11 @@ class PonderNet(nn.Module):
 
     def _unroll(self, x: Tensor, uniforms: Tensor | None, stop_log_survival: float) -> PonderOutput:
         """All samples step together until every log P(not halted) < ``stop_log_survival``."""
-        state = self.step.initial_state(x)
+        state, inputs = self.step.initial_state(x), prepare(self.step, x)
         predictions, logits = [], []
         log_survival: Tensor | float = 0.0
         for _ in range(self.max_steps):
-            prediction, state, logit = self.step(x, state)
+            prediction, state, logit = self.step(inputs, state)
             predictions.append(prediction)
             logits.append(logit)
             log_survival = log_survival + F.logsigmoid(-logit.detach())
@@ -187,7 +187,7 @@ class PonderNet(nn.Module):
         """Each sample steps until it halts; halted samples leave the working batch."""
         batch = x.shape[0]
         active = torch.arange(batch, device=x.device)  # batch indices still running
-        x_active, state = x, self.step.initial_state(x)
+        x_active, state = prepare(self.step, x), self.step.initial_state(x)
         halting_step = torch.full((batch,), self.max_steps, dtype=torch.long, device=x.device)
         log_survival: Tensor | float = 0.0
         for n in range(1, self.max_steps + 1):
@@ -217,7 +217,7 @@ class PonderNet(nn.Module):
         then the batch is compacted: fewer index operations than removing them at once."""
         batch, stop = x.shape[0], math.log(self.epsilon)
         working = torch.arange(batch, device=x.device)  # batch index of each working row
-        x_working, state = x, self.step.initial_state(x)
+        x_working, state = prepare(self.step, x), self.step.initial_state(x)
         lengths = torch.full((batch,), self.max_steps, dtype=torch.long, device=x.device)
         stopped = torch.zeros(batch, dtype=torch.bool, device=x.device)  # per working row
         log_survival: Tensor | float = 0.0

@@ -16,13 +16,21 @@ the early collapse to one step seen with PyTorch's default initialisation.
 
 Any module with this contract works; the state only has to be a tensor whose first
 dimension is the batch, so samples that halted can be dropped from the computation.
+
+A step may also define ``prepare(x)``: what every step computes from x alone (a recurrent
+cell's input projection ``W_ih x + b_ih``), computed once per unroll. The unrolls of
+PonderNet, ACT and fixed depth call it once per forward and pass its result (its rows, as
+samples halt) to ``forward`` in place of x; :func:`prepare` is that call, and x itself for
+a step without the method.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ponderlife.units import UnitLayer, cell_unit_layer, consumer_slice, producer_slices
@@ -32,6 +40,29 @@ class StepOutput(NamedTuple):
     prediction: Tensor  # (B, *out)
     state: Tensor  # (B, ...)
     halt_logit: Tensor  # (B,)
+
+
+@dataclass(frozen=True)
+class PreparedInput:
+    """A batch of inputs with the cell's input projection (B, gates · hidden) computed once
+    for all steps; rows are selected like a tensor's."""
+
+    x: Tensor
+    projected: Tensor
+
+    def __getitem__(self, rows) -> PreparedInput:
+        return PreparedInput(self.x[rows], self.projected[rows])
+
+    @property
+    def shape(self) -> torch.Size:
+        """The input's shape (batch first)."""
+        return self.x.shape
+
+
+def prepare(step: nn.Module, x: Tensor):
+    """``step.prepare(x)`` when the step has it, else x (see the module docstring)."""
+    method = getattr(step, "prepare", None)
+    return x if method is None else method(x)
 
 
 class StepFunction(nn.Module):
@@ -68,7 +99,13 @@ def halting_head(in_features: int, halting_bias: float | None) -> HaltingHead:
 class _CellStep(StepFunction):
     """A recurrent cell whose hidden state feeds the next step, the output and halting heads.
     With ``layer_norm`` the new hidden state is layer-normalised before it goes anywhere:
-    ``h_{n+1} = LayerNorm(cell(x, h_n))``."""
+    ``h_{n+1} = LayerNorm(cell(x, h_n))``.
+
+    The input is the same at every step, so :meth:`prepare` computes the cell's input
+    projection once per unroll and each step adds only the recurrent part (one matrix
+    product fewer per step and in its backward). The new state passes through
+    ``new_state`` (an identity), whose output is what plasticity methods record.
+    """
 
     def __init__(
         self,
@@ -79,6 +116,7 @@ class _CellStep(StepFunction):
     ):
         super().__init__()
         self.cell = cell
+        self.new_state = nn.Identity()
         self.norm = nn.LayerNorm(cell.hidden_size) if layer_norm else None
         self.output = nn.Linear(cell.hidden_size, output_size)
         self.halting = halting_head(cell.hidden_size, halting_bias)
@@ -86,11 +124,24 @@ class _CellStep(StepFunction):
     def initial_state(self, x: Tensor) -> Tensor:
         return x.new_zeros(x.shape[0], self.cell.hidden_size)
 
-    def forward(self, x: Tensor, state: Tensor) -> StepOutput:
-        hidden = self.cell(x, state)
+    def prepare(self, x: Tensor) -> PreparedInput:
+        return PreparedInput(x, F.linear(x, self.cell.weight_ih, self.cell.bias_ih))
+
+    def forward(self, x: Tensor | PreparedInput, state: Tensor) -> StepOutput:
+        if isinstance(x, PreparedInput):
+            hidden = self._recur(x.projected, state)
+        else:
+            hidden = self.cell(x, state)
+        hidden = self.new_state(hidden)
         if self.norm is not None:
             hidden = self.norm(hidden)
         return StepOutput(self.output(hidden), hidden, self.halting(hidden).squeeze(-1))
+
+    def _recur(self, projected: Tensor, state: Tensor) -> Tensor:
+        """The cell's update from its input projection: what ``self.cell`` computes, in its
+        order of operations (equal to it, or one unit in the last place off at sizes where
+        its kernels round differently)."""
+        raise NotImplementedError  # pragma: no cover - each cell step defines it
 
     def unit_layers(self, prefix: str = "") -> list[UnitLayer]:
         """The cell's hidden units: they feed the recurrence, the output and halting heads
@@ -99,7 +150,10 @@ class _CellStep(StepFunction):
         gates = self.cell.weight_ih.shape[0] // self.cell.hidden_size
         norms = [] if self.norm is None else [self.norm]
         heads = [self.output, self.halting]
-        return [cell_unit_layer(f"{prefix}cell", self.cell, heads, gates, norms=norms)]
+        layer = cell_unit_layer(f"{prefix}cell", self.cell, heads, gates, norms=norms)
+        if self.norm is None:
+            layer.activation = self.new_state  # both forward paths pass through it
+        return [layer]
 
 
 class RNNStep(_CellStep):
@@ -121,6 +175,9 @@ class RNNStep(_CellStep):
         cell = nn.RNNCell(input_size, hidden_size, nonlinearity="tanh")
         super().__init__(cell, output_size, halting_bias, layer_norm)
 
+    def _recur(self, projected: Tensor, state: Tensor) -> Tensor:
+        return torch.tanh(projected + F.linear(state, self.cell.weight_hh, self.cell.bias_hh))
+
 
 class GRUStep(_CellStep):
     """A GRU cell fed the same input at every step, with linear output and halting heads
@@ -136,6 +193,17 @@ class GRUStep(_CellStep):
         layer_norm: bool = False,
     ):
         super().__init__(nn.GRUCell(input_size, hidden_size), output_size, halting_bias, layer_norm)
+
+    def _recur(self, projected: Tensor, state: Tensor) -> Tensor:
+        # PyTorch's GRU cell: r, z, n gates in that order; the reset gate scales the
+        # recurrent part of n only.
+        gates = F.linear(state, self.cell.weight_hh, self.cell.bias_hh)
+        x_r, x_z, x_n = projected.chunk(3, dim=1)
+        h_r, h_z, h_n = gates.chunk(3, dim=1)
+        reset = torch.sigmoid(x_r + h_r)
+        update = torch.sigmoid(x_z + h_z)
+        candidate = torch.tanh(x_n + reset * h_n)
+        return candidate + update * (state - candidate)
 
 
 class ResidualMLPStep(StepFunction):

@@ -276,3 +276,58 @@ def test_model_loss_picks_each_models_own_loss():
     assert model_loss(fixed, y, task) == fixed_depth_loss(fixed, y, task)
     with pytest.raises(TypeError, match="PonderOutput"):
         model_loss(torch.zeros(3), y, task)
+
+
+@pytest.mark.parametrize("layer_norm", [False, True])
+@pytest.mark.parametrize("step_class", [RNNStep, GRUStep])
+def test_a_prepared_input_steps_exactly_like_the_cell_and_is_recorded_the_same(
+    step_class, layer_norm
+):
+    """Cell steps compute their input projection once per unroll (prepare); every step
+    after that must equal the cell's own update (up to rounding: at some sizes the cell's
+    kernels round differently, by one unit in the last place), and plasticity methods must
+    record the same activations either way."""
+    from ponderlife import ContinualBackprop
+    from ponderlife.steps import PreparedInput, prepare
+
+    torch.manual_seed(0)
+    step = step_class(5, 12, 2, layer_norm=layer_norm)
+    x = torch.randn(9, 5)
+    prepared = prepare(step, x)
+    assert isinstance(prepared, PreparedInput) and prepared.shape == x.shape
+    assert torch.equal(prepared[[0, 3]].x, x[[0, 3]])
+    cbp = ContinualBackprop(step, torch.optim.SGD(step.parameters(), lr=0.0))
+    raw_state = prepared_state = step.initial_state(x)
+    for _ in range(6):
+        raw = step(x, raw_state)
+        ready = step(prepared, prepared_state)
+        raw_state, prepared_state = raw.state, ready.state
+        for a, b in zip(raw, ready, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    records = cbp.recorder.pop("cell")
+    assert len(records) == 12  # both paths recorded, once per forward
+    for first, second in zip(records[0::2], records[1::2], strict=True):
+        torch.testing.assert_close(first, second, rtol=1e-6, atol=1e-6)
+
+
+def test_unrolls_prepare_the_input_once_per_forward():
+    from ponderlife import ACT, FixedDepth
+
+    calls = []
+    step = GRUStep(4, 8, 1)
+    original = step.prepare
+
+    def counting(x):
+        calls.append(len(x))
+        return original(x)
+
+    step.prepare = counting
+    x = torch.randn(6, 4)
+    for model in (
+        PonderNet(step, max_steps=5),
+        ACT(step, max_steps=5),
+        FixedDepth(step, num_steps=3),
+    ):
+        calls.clear()
+        model(x)
+        assert calls == [6]
