@@ -20,7 +20,7 @@ CPU time, one thread, variants in rotated order over ``--rounds`` rounds, ratios
 round as median and min–max (``experiments/benchmarks/_measure.py``).
 
     python -m experiments.benchmarks.pondernet_unroll [--setting parity8 demo]
-        [--warmup-updates 3000] [--updates 20] [--rounds 9]
+        [--warmup-updates 3000] [--updates 20] [--rounds 9] [--hidden 256 --batch 512]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from __future__ import annotations
 import argparse
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 
 import torch
@@ -123,6 +123,10 @@ def train(setting: Setting, model, optimizer, batches, steps: list | None = None
 
 def measure(name: str, args) -> None:
     setting = SETTINGS[name]
+    if name == "parity8" and (args.hidden or args.batch):  # a wider or larger variant
+        hidden, batch = args.hidden or 64, args.batch or setting.batch_size
+        setting = replace(setting, step=lambda: GRUStep(8, hidden, 1), batch_size=batch)
+        name = f"parity8 (GRU-{hidden}, batch {batch})"
     g = torch.Generator().manual_seed(0)
     model, optimizer = build(setting, "batch")
     print(f"\n== {name}: warm-up, {args.warmup_updates} updates with the batch rule ...")
@@ -181,6 +185,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--setting", nargs="+", choices=sorted(SETTINGS), default=["parity8", "demo"]
     )
+    parser.add_argument("--hidden", type=int, help="parity8: GRU units instead of 64")
+    parser.add_argument("--batch", type=int, help="parity8: batch size instead of 128")
     parser.add_argument("--warmup-updates", type=int, default=3000)
     parser.add_argument("--updates", type=int, default=20, help="updates per timed block")
     parser.add_argument("--eval-batch", type=int, default=4096)
