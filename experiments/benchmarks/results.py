@@ -520,7 +520,9 @@ def page(found: dict[str, list[dict]], where: dict[str, str], images: dict[str, 
             "brackets). A correlation or difference is called clear only when its interval "
             "excludes 0. CPU size: PonderNet on the `demo` stability stream (n cycling 3 → 4 "
             "→ 6, a new input permutation per experience, 45 experiences of 5 passes over "
-            "2,048 samples), seeds 0–4.",
+            "2,048 samples), seeds 0–4; the within-experience question on 8-bit parity "
+            "whose experiences alternate 1–4 and 5–8 nonzero bits (the cells are listed "
+            "at the end).",
             90,
         ),
         "",
