@@ -252,18 +252,17 @@ class PonderNet(nn.Module):
     ) -> PonderOutput:
         """(N, B) tensors from each step's working rows, keeping step n of sample b only
         where n ≤ lengths[b]: one scatter for the whole unroll."""
-        batch, steps_run = lengths.shape[0], int(lengths.max())
-        step = torch.cat(
-            [torch.full_like(r, n) for n, r in enumerate(rows[:steps_run])]
-        )  # 0-based step of each row
-        sample = torch.cat(rows[:steps_run])
+        # The unroll stops at its slowest sample's last step: len(rows) == max(lengths).
+        batch, steps_run = lengths.shape[0], len(rows)
+        step = torch.cat([torch.full_like(r, n) for n, r in enumerate(rows)])  # 0-based
+        sample = torch.cat(rows)
         kept = step < lengths[sample]
         step, sample = step[kept], sample[kept]
         first = outputs[0]
         predictions = first.new_zeros((steps_run, batch, *first.shape[1:]))
-        predictions = predictions.index_put((step, sample), torch.cat(outputs[:steps_run])[kept])
+        predictions = predictions.index_put((step, sample), torch.cat(outputs)[kept])
         padded = logits[0].new_full((steps_run, batch), math.nan)
-        padded = padded.index_put((step, sample), torch.cat(logits[:steps_run])[kept])
+        padded = padded.index_put((step, sample), torch.cat(logits)[kept])
         if uniforms is not None:
             uniforms = uniforms[:steps_run]
         halting_step = self._halting_steps(padded.detach(), uniforms, lengths)
