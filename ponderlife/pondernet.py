@@ -32,6 +32,13 @@ How far the step function is unrolled depends on the mode; the output type does 
 
 In training the halting step is also decided by ``halting`` (over the training unroll),
 so ``halting_step`` can be logged in both modes.
+
+A step function that splits its forward (:class:`~ponderlife.steps.SplitStep`) has its
+output and halting heads run once over the states of all steps after the loop when
+gradients are enabled: one operation and one backward per head instead of one per step.
+The loop's halting decisions read a gradient-free evaluation of the halting head. The
+outputs are the same. Every unroll that computes fewer rows as samples halt writes its
+outputs into the (N, B) tensors with one scatter after the loop.
 """
 
 from __future__ import annotations
@@ -70,6 +77,53 @@ def _halting_generators(seed: int) -> dict[str, torch.Generator]:
         mode: torch.Generator().manual_seed(int(word))
         for mode, word in zip(("training", "evaluation"), words, strict=True)
     }
+
+
+class _StepCalls:
+    """The step calls of one unroll, and the predictions and halting logits they give.
+
+    Calling it advances the state one step and returns the new state and the step's
+    halting logit for the loop's decisions (without gradient). With gradient enabled, a
+    split step (:class:`~ponderlife.steps.SplitStep` with ``batched_heads``) only advances
+    there and keeps the new state; its heads run once over all kept states in
+    :meth:`stacked` / :meth:`concatenated`. Otherwise the step runs its whole forward and
+    the prediction and logit are kept.
+    """
+
+    def __init__(self, step: StepFunction):
+        self.step = step
+        # Without gradient a head costs the same per step as batched, and batching it
+        # would copy every step's state once more.
+        self.split = bool(getattr(step, "batched_heads", False)) and torch.is_grad_enabled()
+        self.kept: list = []
+
+    def __call__(self, inputs, state: Tensor) -> tuple[Tensor, Tensor]:
+        if self.split:
+            state = self.step.advance(inputs, state)
+            self.kept.append(state)
+            with torch.no_grad():
+                return state, self.step.halt_logit(state)
+        prediction, state, logit = self.step(inputs, state)
+        self.kept.append((prediction, logit))
+        return state, logit.detach()
+
+    def __len__(self) -> int:
+        return len(self.kept)
+
+    def stacked(self) -> tuple[Tensor, Tensor]:
+        """Predictions (N, B, *out) and logits (N, B) of steps that all ran on B rows."""
+        return self._heads(torch.stack)
+
+    def concatenated(self) -> tuple[Tensor, Tensor]:
+        """Predictions (R, *out) and logits (R,) over all rows of all steps, in order."""
+        return self._heads(torch.cat)
+
+    def _heads(self, join) -> tuple[Tensor, Tensor]:
+        if self.split:
+            states = join(self.kept)
+            return self.step.predict(states), self.step.halt_logit(states)
+        predictions, logits = zip(*self.kept, strict=True)
+        return join(predictions), join(logits)
 
 
 class PonderOutput(NamedTuple):
@@ -168,48 +222,46 @@ class PonderNet(nn.Module):
     def _unroll(self, x: Tensor, uniforms: Tensor | None, stop_log_survival: float) -> PonderOutput:
         """All samples step together until every log P(not halted) < ``stop_log_survival``."""
         state, inputs = self.step.initial_state(x), prepare(self.step, x)
-        predictions, logits = [], []
+        steps = _StepCalls(self.step)
         log_survival: Tensor | float = 0.0
         for _ in range(self.max_steps):
-            prediction, state, logit = self.step(inputs, state)
-            predictions.append(prediction)
-            logits.append(logit)
-            log_survival = log_survival + F.logsigmoid(-logit.detach())
+            state, logit = steps(inputs, state)
+            log_survival = log_survival + F.logsigmoid(-logit)
             if bool((log_survival < stop_log_survival).all()):
                 break
-        logits_t = torch.stack(logits)
+        predictions, logits = steps.stacked()
         if uniforms is not None:
-            uniforms = uniforms[: len(logits)]
-        halting_step = self._halting_steps(logits_t.detach(), uniforms)
-        return self._output(torch.stack(predictions), logits_t, halting_step, lengths=None)
+            uniforms = uniforms[: len(steps)]
+        halting_step = self._halting_steps(logits.detach(), uniforms)
+        return self._output(predictions, logits, halting_step, lengths=None)
 
     def _unroll_early_exit(self, x: Tensor, uniforms: Tensor | None) -> PonderOutput:
         """Each sample steps until it halts; halted samples leave the working batch."""
         batch = x.shape[0]
         active = torch.arange(batch, device=x.device)  # batch indices still running
         x_active, state = prepare(self.step, x), self.step.initial_state(x)
-        halting_step = torch.full((batch,), self.max_steps, dtype=torch.long, device=x.device)
+        steps, rows = _StepCalls(self.step), []
         log_survival: Tensor | float = 0.0
         for n in range(1, self.max_steps + 1):
-            prediction, state, logit = self.step(x_active, state)
-            if n == 1:
-                predictions = prediction.new_full((self.max_steps, *prediction.shape), math.nan)
-                logits = logit.new_full((self.max_steps, batch), math.nan)
-            predictions[n - 1, active] = prediction
-            logits[n - 1, active] = logit
+            state, logit = steps(x_active, state)
+            rows.append(active)
             uniform = None if uniforms is None else uniforms[n - 1, active]
             log_survival = log_survival + F.logsigmoid(-logit)
-            halts = self._halts_now(logit, uniform, log_survival)
-            halting_step[active[halts]] = n
-            running = ~halts
+            running = (~self._halts_now(logit, uniform, log_survival)).nonzero().squeeze(1)
+            if running.numel() == 0 or n == self.max_steps:
+                break
             active, x_active, state = active[running], x_active[running], state[running]
             log_survival = log_survival[running]
-            if active.numel() == 0:
-                break
-        steps_run = int(halting_step.max())
-        return self._output(
-            predictions[:steps_run], logits[:steps_run], halting_step, lengths=halting_step
-        )
+        # A sample runs until it halts (forced at max_steps): its halting step is the last
+        # step it ran, and every row it ran is kept.
+        step, sample = _step_and_sample(rows)
+        halting_step = torch.zeros(batch, dtype=torch.long, device=x.device)
+        halting_step = halting_step.scatter_reduce(0, sample, step + 1, reduce="amax")
+        predictions, logits = steps.concatenated()
+        index = (step, sample)
+        predictions = _padded(predictions, index, len(rows), batch, math.nan)
+        logits = _padded(logits, index, len(rows), batch, math.nan)
+        return self._output(predictions, logits, halting_step, lengths=halting_step)
 
     def _unroll_per_sample(self, x: Tensor, uniforms: Tensor | None) -> PonderOutput:
         """Each sample steps until its own P(not halted) < ε. Stopped samples stay in the
@@ -220,14 +272,12 @@ class PonderNet(nn.Module):
         x_working, state = prepare(self.step, x), self.step.initial_state(x)
         lengths = torch.full((batch,), self.max_steps, dtype=torch.long, device=x.device)
         stopped = torch.zeros(batch, dtype=torch.bool, device=x.device)  # per working row
+        steps, rows = _StepCalls(self.step), []
         log_survival: Tensor | float = 0.0
-        outputs, logits, rows = [], [], []
         for n in range(1, self.max_steps + 1):
-            prediction, state, logit = self.step(x_working, state)
-            outputs.append(prediction)
-            logits.append(logit)
+            state, logit = steps(x_working, state)
             rows.append(working)
-            log_survival = log_survival + F.logsigmoid(-logit.detach())
+            log_survival = log_survival + F.logsigmoid(-logit)
             now = (log_survival < stop) & ~stopped
             if n == self.max_steps or not bool(now.any()):
                 continue
@@ -237,36 +287,28 @@ class PonderNet(nn.Module):
             if left == len(working):
                 break
             if 4 * left >= len(working):
-                keep = ~stopped
+                keep = (~stopped).nonzero().squeeze(1)  # one nonzero for the five selections
                 working, x_working, state = working[keep], x_working[keep], state[keep]
                 log_survival, stopped = log_survival[keep], stopped[keep]
-        return self._assemble(outputs, logits, rows, lengths, uniforms)
+        return self._assemble(steps, rows, lengths, uniforms)
 
     def _assemble(
-        self,
-        outputs: list[Tensor],
-        logits: list[Tensor],
-        rows: list[Tensor],
-        lengths: Tensor,
-        uniforms: Tensor | None,
+        self, steps: _StepCalls, rows: list[Tensor], lengths: Tensor, uniforms: Tensor | None
     ) -> PonderOutput:
         """(N, B) tensors from each step's working rows, keeping step n of sample b only
         where n ≤ lengths[b]: one scatter for the whole unroll."""
         # The unroll stops at its slowest sample's last step: len(rows) == max(lengths).
         batch, steps_run = lengths.shape[0], len(rows)
-        step = torch.cat([torch.full_like(r, n) for n, r in enumerate(rows)])  # 0-based
-        sample = torch.cat(rows)
-        kept = step < lengths[sample]
-        step, sample = step[kept], sample[kept]
-        first = outputs[0]
-        predictions = first.new_zeros((steps_run, batch, *first.shape[1:]))
-        predictions = predictions.index_put((step, sample), torch.cat(outputs)[kept])
-        padded = logits[0].new_full((steps_run, batch), math.nan)
-        padded = padded.index_put((step, sample), torch.cat(logits)[kept])
+        step, sample = _step_and_sample(rows)
+        kept = (step < lengths[sample]).nonzero().squeeze(1)
+        index = (step[kept], sample[kept])
+        predictions, logits = steps.concatenated()
+        predictions = _padded(predictions[kept], index, steps_run, batch, 0.0)
+        logits = _padded(logits[kept], index, steps_run, batch, math.nan)
         if uniforms is not None:
             uniforms = uniforms[:steps_run]
-        halting_step = self._halting_steps(padded.detach(), uniforms, lengths)
-        output = self._output(predictions, padded, halting_step, lengths=lengths)
+        halting_step = self._halting_steps(logits.detach(), uniforms, lengths)
+        output = self._output(predictions, logits, halting_step, lengths=lengths)
         return output._replace(step_rows=tuple(rows))
 
     # -- halting decisions ----------------------------------------------------------------
@@ -364,6 +406,19 @@ class PonderNet(nn.Module):
             prediction=prediction,
             expected_steps=expected_steps(p),
         )
+
+
+def _step_and_sample(rows: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """The (0-based step, batch index) of every row of an unroll whose step n ran on the
+    batch indices ``rows[n]``, in the order of the rows."""
+    step = torch.cat([torch.full_like(r, n) for n, r in enumerate(rows)])
+    return step, torch.cat(rows)
+
+
+def _padded(values: Tensor, index: tuple[Tensor, Tensor], steps: int, batch: int, fill: float):
+    """(steps, batch, ...) filled with ``fill``, with ``values`` (one per row) at ``index``."""
+    padded = values.new_full((steps, batch, *values.shape[1:]), fill)
+    return padded.index_put(index, values)
 
 
 def reach_probabilities(output: PonderOutput) -> Tensor:

@@ -22,6 +22,15 @@ cell's input projection ``W_ih x + b_ih``), computed once per unroll. The unroll
 PonderNet, ACT and fixed depth call it once per forward and pass its result (its rows, as
 samples halt) to ``forward`` in place of x; :func:`prepare` is that call, and x itself for
 a step without the method.
+
+A step whose heads read the new state alone can split its forward (subclass
+:class:`SplitStep`): ``advance(x, state)`` returns the new state, and ``predict(state)`` and
+``halt_logit(state)`` are the two heads, applied to states of any leading shape. With
+gradients enabled, PonderNet then runs the output and halting heads once over all steps'
+states after the loop instead of once per step (the halting decisions inside the loop use
+a gradient-free evaluation of the halting head); the results are the same. The recurrent
+and residual MLP steps split; the transformer step, whose heads read a pooled state, does
+not.
 """
 
 from __future__ import annotations
@@ -75,6 +84,33 @@ class StepFunction(nn.Module):
         raise NotImplementedError
 
 
+class SplitStep(StepFunction):
+    """A step function whose heads read the new state alone (see the module docstring):
+    ``forward(x, h) = (predict(h'), h', halt_logit(h'))`` with ``h' = advance(x, h)``.
+    Subclasses implement ``advance``; the heads default to the ``output`` and ``halting``
+    linear maps. ``batched_heads = False`` (on the class or an instance) makes the unrolls
+    call ``forward`` per step instead, e.g. for a hook that must see every step's heads."""
+
+    output: nn.Module
+    halting: nn.Module
+    batched_heads: bool = True
+
+    def advance(self, x, state: Tensor) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def predict(self, state: Tensor) -> Tensor:
+        """ŷ from new states of shape (..., state)."""
+        return self.output(state)
+
+    def halt_logit(self, state: Tensor) -> Tensor:
+        """The halting logit z from new states of shape (..., state), shape (...)."""
+        return self.halting(state).squeeze(-1)
+
+    def forward(self, x, state: Tensor) -> StepOutput:
+        state = self.advance(x, state)
+        return StepOutput(self.predict(state), state, self.halt_logit(state))
+
+
 class HaltingHead(nn.Linear):
     """The λ head: a linear map to one logit. ``halting_bias`` sets its initial bias, at
     construction and at every ``reset_parameters()`` (so a full reset gives the model it
@@ -96,7 +132,7 @@ def halting_head(in_features: int, halting_bias: float | None) -> HaltingHead:
     return HaltingHead(in_features, halting_bias)
 
 
-class _CellStep(StepFunction):
+class _CellStep(SplitStep):
     """A recurrent cell whose hidden state feeds the next step, the output and halting heads.
     With ``layer_norm`` the new hidden state is layer-normalised before it goes anywhere:
     ``h_{n+1} = LayerNorm(cell(x, h_n))``.
@@ -127,15 +163,13 @@ class _CellStep(StepFunction):
     def prepare(self, x: Tensor) -> PreparedInput:
         return PreparedInput(x, F.linear(x, self.cell.weight_ih, self.cell.bias_ih))
 
-    def forward(self, x: Tensor | PreparedInput, state: Tensor) -> StepOutput:
+    def advance(self, x: Tensor | PreparedInput, state: Tensor) -> Tensor:
         if isinstance(x, PreparedInput):
             hidden = self._recur(x.projected, state)
         else:
             hidden = self.cell(x, state)
         hidden = self.new_state(hidden)
-        if self.norm is not None:
-            hidden = self.norm(hidden)
-        return StepOutput(self.output(hidden), hidden, self.halting(hidden).squeeze(-1))
+        return hidden if self.norm is None else self.norm(hidden)
 
     def _recur(self, projected: Tensor, state: Tensor) -> Tensor:
         """The cell's update from its input projection: what ``self.cell`` computes, in its
@@ -206,7 +240,7 @@ class GRUStep(_CellStep):
         return candidate + update * (state - candidate)
 
 
-class ResidualMLPStep(StepFunction):
+class ResidualMLPStep(SplitStep):
     """A pre-norm residual MLP block on a vector state:
 
     ``h_{n+1} = h_n + W_2 relu(W_1 [x, LayerNorm(h_n)])``, heads read h_{n+1}.
@@ -238,12 +272,11 @@ class ResidualMLPStep(StepFunction):
     def initial_state(self, x: Tensor) -> Tensor:
         return x.new_zeros(x.shape[0], self.state_size)
 
-    def forward(self, x: Tensor, state: Tensor) -> StepOutput:
+    def advance(self, x: Tensor, state: Tensor) -> Tensor:
         hidden = self.fc1(torch.cat([x, self.norm(state)], dim=-1))
         if self.hidden_norm is not None:
             hidden = self.hidden_norm(hidden)
-        state = state + self.fc2(self.activation(hidden))
-        return StepOutput(self.output(state), state, self.halting(state).squeeze(-1))
+        return state + self.fc2(self.activation(hidden))
 
     def unit_layers(self, prefix: str = "") -> list[UnitLayer]:
         """The MLP's hidden units (fc1 → activation → fc2); the residual stream is not managed."""

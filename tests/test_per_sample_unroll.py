@@ -79,13 +79,13 @@ def test_each_sample_stops_at_its_own_one_minus_epsilon_point():
     x, _ = batch_data()
     model = spread_model(GRUStep, "per_sample")
     computed = []
-    original = model.step.forward
+    original = model.step.advance  # the GRU step splits its forward: advance, then heads
 
     def counting(inputs, state):
         computed.append(inputs.shape[0])
         return original(inputs, state)
 
-    model.step.forward = counting
+    model.step.advance = counting
     out = model(x)
     lengths = computed_steps(out)
     # Own stop: the first n with P(not halted after n) < ε, from the computed λ.

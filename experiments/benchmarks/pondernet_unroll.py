@@ -9,12 +9,14 @@ halting distribution is a trained one; each variant then continues from a copy o
 state.
 
 1. Training, per update: the paper's batch rule (every sample steps until the slowest
-   passes 1 − ε) against the per-sample rule (each sample leaves at its own 1 − ε). The
-   ideal ratio is the mean number of steps computed per sample over the batch rule's
-   unroll length; both are printed.
+   passes 1 − ε) with the heads run per step (the code before batched heads, kept as
+   ``batched_heads = False``), the batch rule with batched heads, and the per-sample rule
+   (each sample leaves at its own 1 − ε), all as ratios to the first. The per-sample
+   rule's ideal is the mean number of steps computed per sample over the batch rule's
+   unroll length; it is printed.
 2. Evaluation (``halting="sample"``): early exit against the full N-step unroll, and how
    close the early-exit cost comes to the mean halting step's share of N (1.0 = cost
-   exactly proportional to the steps computed).
+   exactly proportional to the steps computed), with per-step and with batched heads.
 
 CPU time, one thread, variants in rotated order over ``--rounds`` rounds, ratios per
 round as median and min–max (``experiments/benchmarks/_measure.py``).
@@ -94,11 +96,19 @@ SETTINGS = {
 }
 
 
-def build(setting: Setting, unroll: str, state: dict | None = None):
+RULES = {
+    "batch, per-step heads": "batch rule (paper), heads per step:",
+    "batch": "batch rule, batched heads:",
+    "per-sample": "per-sample rule, batched heads:",
+}
+
+
+def build(setting: Setting, unroll: str, state: dict | None = None, batched_heads: bool = True):
     torch.manual_seed(0)
     model = PonderNet(
         setting.step(), max_steps=setting.max_steps, training_unroll=unroll, halting_seed=0
     )
+    model.step.batched_heads = batched_heads
     optimizer = torch.optim.Adam(model.parameters(), lr=setting.learning_rate)
     if state is not None:
         model.load_state_dict(state["model"])
@@ -133,51 +143,68 @@ def measure(name: str, args) -> None:
     train(setting, model, optimizer, setting.batches(args.warmup_updates, g, setting.batch_size))
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
     batches = setting.batches(args.updates, g, setting.batch_size)
-    runs = {unroll: build(setting, unroll, state) for unroll in ("batch", "per_sample")}
-    steps = {unroll: [] for unroll in runs}
+    runs = {
+        "batch, per-step heads": build(setting, "batch", state, batched_heads=False),
+        "batch": build(setting, "batch", state),
+        "per-sample": build(setting, "per_sample", state),
+    }
+    steps = {name: [] for name in runs}
     times = rotated_rounds(
-        {
-            unroll: (lambda unroll=unroll: train(setting, *runs[unroll], batches, steps[unroll]))
-            for unroll in runs
-        },
+        {name: (lambda k=name: train(setting, *runs[k], batches, steps[k])) for name in runs},
         args.rounds,
     )
     per_update = {k: statistics.median(v) / args.updates * 1e3 for k, v in times.items()}
-    computed = statistics.mean(c for c, _ in steps["per_sample"])
+    computed = statistics.mean(c for c, _ in steps["per-sample"])
     unrolled = statistics.mean(n for _, n in steps["batch"])
+    before = times["batch, per-step heads"]
     print(
         f"training, batch {setting.batch_size}, {args.rounds} rounds of {args.updates} "
-        f"updates ({args.threads} thread(s), CPU time):"
+        f"updates ({args.threads} thread(s), CPU time), against the batch rule with the "
+        "heads run per step (before batched heads):"
     )
-    print(f"  batch rule (paper): {per_update['batch']:.2f} ms/update, unroll {unrolled:.1f} steps")
-    print(
-        f"  per-sample rule:    {per_update['per_sample']:.2f} ms/update, "
-        f"{computed:.1f} steps per sample"
-    )
-    print(f"  per-sample / batch: {Ratio.of(times['per_sample'], times['batch'])}")
-    print(f"  steps computed / unrolled (the ideal ratio): {computed / unrolled:.2f}")
+    for name, label in RULES.items():
+        extra = f", {computed:.1f} steps per sample" if name == "per-sample" else ""
+        if name == "batch":
+            extra = f", unroll {unrolled:.1f} steps"
+        print(
+            f"  {label:<36} {per_update[name]:6.2f} ms/update  "
+            f"{Ratio.of(times[name], before)}{extra}"
+        )
+    print(f"  steps computed / unrolled (the per-sample rule's ideal): {computed / unrolled:.2f}")
 
     model.eval()
     model.halting = "sample"
     x = setting.batches(1, g, args.eval_batch)[0].x
     halts: list[float] = []
 
-    def evaluate(early_exit: bool) -> None:
-        model.early_exit = early_exit
+    def evaluate(early_exit: bool, batched_heads: bool = True) -> None:
+        model.early_exit, model.step.batched_heads = early_exit, batched_heads
         with torch.no_grad():
             out = model(x, generator=torch.Generator().manual_seed(len(halts)))
         if early_exit:
             halts.append(float(out.halting_step.float().mean()))
 
     times = rotated_rounds(
-        {"early exit": lambda: evaluate(True), "full": lambda: evaluate(False)}, args.rounds
+        {
+            "early exit": lambda: evaluate(True),
+            "full": lambda: evaluate(False),
+            "early exit, per-step heads": lambda: evaluate(True, batched_heads=False),
+            "full, per-step heads": lambda: evaluate(False, batched_heads=False),
+        },
+        args.rounds,
     )
-    ratio = Ratio.of(times["early exit"], times["full"])
     share = statistics.mean(halts) / setting.max_steps
     print(f"evaluation, halting='sample', batch {args.eval_batch}:")
     print(f"  mean halting step {statistics.mean(halts):.2f} of N = {setting.max_steps}")
-    print(f"  early exit / full unroll: {ratio}")
-    print(f"  cost over the mean halting step's share of N: {ratio.median / share:.2f}")
+    for heads in ("per-step heads", "batched heads"):
+        suffix = ", per-step heads" if heads == "per-step heads" else ""
+        ratio = Ratio.of(times["early exit" + suffix], times["full" + suffix])
+        print(
+            f"  {heads}: early exit / full unroll {ratio}; over the mean halting step's "
+            f"share of N: {ratio.median / share:.2f}"
+        )
+    after = Ratio.of(times["early exit"], times["early exit, per-step heads"])
+    print(f"  early exit, batched / per-step heads: {after}")
 
 
 def main(argv: list[str] | None = None) -> None:
