@@ -245,13 +245,14 @@ class PonderNet(nn.Module):
         for n in range(1, self.max_steps + 1):
             state, logit = steps(x_active, state)
             rows.append(active)
-            uniform = None if uniforms is None else uniforms[n - 1, active]
+            uniform = None if uniforms is None else uniforms[n - 1].index_select(0, active)
             log_survival = log_survival + F.logsigmoid(-logit)
             running = (~self._halts_now(logit, uniform, log_survival)).nonzero().squeeze(1)
             if running.numel() == 0 or n == self.max_steps:
                 break
-            active, x_active, state = active[running], x_active[running], state[running]
-            log_survival = log_survival[running]
+            active, x_active, state, log_survival = _rows(
+                running, active, x_active, state, log_survival
+            )
         # A sample runs until it halts (forced at max_steps): its halting step is the last
         # step it ran, and every row it ran is kept.
         step, sample = _step_and_sample(rows)
@@ -287,9 +288,10 @@ class PonderNet(nn.Module):
             if left == len(working):
                 break
             if 4 * left >= len(working):
-                keep = (~stopped).nonzero().squeeze(1)  # one nonzero for the five selections
-                working, x_working, state = working[keep], x_working[keep], state[keep]
-                log_survival, stopped = log_survival[keep], stopped[keep]
+                keep = (~stopped).nonzero().squeeze(1)  # one nonzero for five selections
+                working, x_working, state, log_survival, stopped = _rows(
+                    keep, working, x_working, state, log_survival, stopped
+                )
         return self._assemble(steps, rows, lengths, uniforms)
 
     def _assemble(
@@ -300,11 +302,11 @@ class PonderNet(nn.Module):
         # The unroll stops at its slowest sample's last step: len(rows) == max(lengths).
         batch, steps_run = lengths.shape[0], len(rows)
         step, sample = _step_and_sample(rows)
-        kept = (step < lengths[sample]).nonzero().squeeze(1)
-        index = (step[kept], sample[kept])
-        predictions, logits = steps.concatenated()
-        predictions = _padded(predictions[kept], index, steps_run, batch, 0.0)
-        logits = _padded(logits[kept], index, steps_run, batch, math.nan)
+        kept = (step < lengths.index_select(0, sample)).nonzero().squeeze(1)
+        index = _rows(kept, step, sample)
+        predictions, logits = _rows(kept, *steps.concatenated())
+        predictions = _padded(predictions, index, steps_run, batch, 0.0)
+        logits = _padded(logits, index, steps_run, batch, math.nan)
         if uniforms is not None:
             uniforms = uniforms[:steps_run]
         halting_step = self._halting_steps(logits.detach(), uniforms, lengths)
@@ -415,10 +417,19 @@ def _step_and_sample(rows: list[Tensor]) -> tuple[Tensor, Tensor]:
     return step, torch.cat(rows)
 
 
+def _rows(index: Tensor, *values):
+    """Each value's rows at ``index`` (int64): ``index_select``, several times faster on
+    CPU than indexing with ``value[index]`` (measured 8× for a (4096, 192) float tensor)."""
+    return tuple(v.index_select(0, index) for v in values)
+
+
 def _padded(values: Tensor, index: tuple[Tensor, Tensor], steps: int, batch: int, fill: float):
-    """(steps, batch, ...) filled with ``fill``, with ``values`` (one per row) at ``index``."""
-    padded = values.new_full((steps, batch, *values.shape[1:]), fill)
-    return padded.index_put(index, values)
+    """(steps, batch, ...) filled with ``fill``, with ``values`` (one per row) at ``index``
+    (step, sample): one ``index_copy`` into the flattened (steps · batch) rows."""
+    step, sample = index
+    padded = values.new_full((steps * batch, *values.shape[1:]), fill)
+    padded = padded.index_copy(0, step * batch + sample, values)
+    return padded.view(steps, batch, *values.shape[1:])
 
 
 def reach_probabilities(output: PonderOutput) -> Tensor:

@@ -54,13 +54,18 @@ class StepOutput(NamedTuple):
 @dataclass(frozen=True)
 class PreparedInput:
     """A batch of inputs with the cell's input projection (B, gates · hidden) computed once
-    for all steps; rows are selected like a tensor's."""
+    for all steps; rows are selected like a tensor's (indexing or ``index_select``)."""
 
     x: Tensor
     projected: Tensor
 
     def __getitem__(self, rows) -> PreparedInput:
         return PreparedInput(self.x[rows], self.projected[rows])
+
+    def index_select(self, dim: int, index: Tensor) -> PreparedInput:
+        return PreparedInput(
+            self.x.index_select(dim, index), self.projected.index_select(dim, index)
+        )
 
     @property
     def shape(self) -> torch.Size:

@@ -48,4 +48,4 @@ def test_avalanche_overhead_and_pondernet_unroll_run_at_a_tiny_size(capsys):
     )  # both settings: parity-8 and the demo's model
     out = capsys.readouterr().out
     assert "per-sample rule, batched heads" in out and "early exit / full unroll" in out
-    assert "heads per step" in out and "early exit, batched / per-step heads" in out
+    assert "heads per step" in out and "mean halting step's share of N" in out

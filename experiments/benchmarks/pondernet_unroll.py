@@ -16,7 +16,8 @@ state.
    unroll length; it is printed.
 2. Evaluation (``halting="sample"``): early exit against the full N-step unroll, and how
    close the early-exit cost comes to the mean halting step's share of N (1.0 = cost
-   exactly proportional to the steps computed), with per-step and with batched heads.
+   exactly proportional to the steps computed). Evaluation runs without gradient, where
+   the heads run per step whatever ``batched_heads`` says.
 
 CPU time, one thread, variants in rotated order over ``--rounds`` rounds, ratios per
 round as median and min–max (``experiments/benchmarks/_measure.py``).
@@ -177,34 +178,22 @@ def measure(name: str, args) -> None:
     x = setting.batches(1, g, args.eval_batch)[0].x
     halts: list[float] = []
 
-    def evaluate(early_exit: bool, batched_heads: bool = True) -> None:
-        model.early_exit, model.step.batched_heads = early_exit, batched_heads
+    def evaluate(early_exit: bool) -> None:
+        model.early_exit = early_exit
         with torch.no_grad():
             out = model(x, generator=torch.Generator().manual_seed(len(halts)))
         if early_exit:
             halts.append(float(out.halting_step.float().mean()))
 
     times = rotated_rounds(
-        {
-            "early exit": lambda: evaluate(True),
-            "full": lambda: evaluate(False),
-            "early exit, per-step heads": lambda: evaluate(True, batched_heads=False),
-            "full, per-step heads": lambda: evaluate(False, batched_heads=False),
-        },
-        args.rounds,
+        {"early exit": lambda: evaluate(True), "full": lambda: evaluate(False)}, args.rounds
     )
+    ratio = Ratio.of(times["early exit"], times["full"])
     share = statistics.mean(halts) / setting.max_steps
     print(f"evaluation, halting='sample', batch {args.eval_batch}:")
     print(f"  mean halting step {statistics.mean(halts):.2f} of N = {setting.max_steps}")
-    for heads in ("per-step heads", "batched heads"):
-        suffix = ", per-step heads" if heads == "per-step heads" else ""
-        ratio = Ratio.of(times["early exit" + suffix], times["full" + suffix])
-        print(
-            f"  {heads}: early exit / full unroll {ratio}; over the mean halting step's "
-            f"share of N: {ratio.median / share:.2f}"
-        )
-    after = Ratio.of(times["early exit"], times["early exit, per-step heads"])
-    print(f"  early exit, batched / per-step heads: {after}")
+    print(f"  early exit / full unroll: {ratio}")
+    print(f"  cost over the mean halting step's share of N: {ratio.median / share:.2f}")
 
 
 def main(argv: list[str] | None = None) -> None:
