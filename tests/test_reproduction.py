@@ -49,9 +49,10 @@ def test_parity_row_reads_each_models_final_evaluation(tmp_path):
 
     configs = [{"model": m, "seed": s} for m in ("pondernet", "act") for s in (0, 1)]
     figures = reproduction.parity_figures(_runs(tmp_path, "parity", configs, fill))
-    assert sorted(figures["pondernet accuracy trained range"]) == pytest.approx([0.7, 0.8])
-    assert sorted(figures["act accuracy beyond"]) == pytest.approx([0.4, 0.5])
-    assert figures["pondernet expected steps beyond"] == [4.0, 4.0]
+    # One value per seed, keyed by the seed.
+    assert figures["pondernet accuracy trained range"] == pytest.approx({0: 0.7, 1: 0.8})
+    assert figures["act accuracy beyond"] == pytest.approx({0: 0.4, 1: 0.5})
+    assert figures["pondernet expected steps beyond"] == {0: 4.0, 1: 4.0}
     assert reproduction.parity_figures(tmp_path / "absent") == {}
 
 
@@ -67,10 +68,10 @@ def test_bit_flipping_row_compares_the_first_and_last_100k_examples(tmp_path):
         {"method": "bp", "activation": "linear", "seed": 0},
     ]
     figures = reproduction.bit_flipping_figures(_runs(tmp_path, "bit_flipping", configs, fill))
-    assert figures["bp error first 100k"] == pytest.approx([0.55])  # bins 10k..100k
-    assert figures["bp error last 100k"] == pytest.approx([2.55])  # bins 210k..300k
-    assert figures["cbp error last 100k"] == [0.5]
-    assert figures["linear error last 100k"] == [0.5]
+    assert list(figures["bp error first 100k"].values()) == pytest.approx([0.55])  # bins 10k..100k
+    assert list(figures["bp error last 100k"].values()) == pytest.approx([2.55])  # 210k..300k
+    assert list(figures["cbp error last 100k"].values()) == [0.5]
+    assert list(figures["linear error last 100k"].values()) == [0.5]
 
 
 def _stream_metrics(metrics, accuracy_of, experiences: int, difficulty_of=None) -> None:
@@ -90,9 +91,9 @@ def test_permuted_row_reads_new_task_accuracy_at_both_ends(tmp_path):
 
     configs = [{"method": m, "seed": s} for m in ("bp", "cbp") for s in (0, 1)]
     figures = reproduction.permuted_figures(_runs(tmp_path, "stream", configs, fill))
-    assert figures["bp first 10 tasks"] == pytest.approx([0.9 - 0.045] * 2)  # tasks 0..9
-    assert figures["bp last 10 tasks"] == pytest.approx([0.9 - 0.195] * 2)  # tasks 15..24
-    assert figures["cbp last 10 tasks"] == pytest.approx([0.8, 0.8])
+    assert list(figures["bp first 10 tasks"].values()) == pytest.approx([0.9 - 0.045] * 2)
+    assert list(figures["bp last 10 tasks"].values()) == pytest.approx([0.9 - 0.195] * 2)
+    assert list(figures["cbp last 10 tasks"].values()) == pytest.approx([0.8, 0.8])
 
 
 def test_stability_row_averages_new_experience_accuracy_per_n(tmp_path):
@@ -119,8 +120,8 @@ def test_learnability_fits_both_learners_per_n_and_seed():
     figures = reproduction.learnability([3], samples=128, test=64, seeds=(0, 1))
     assert sorted(figures) == ["MLP 256×2 n=3", "gradient-boosted trees n=3"]
     for values in figures.values():
-        assert len(values) == 2
-        assert all(0.0 <= v <= 1.0 for v in values)
+        assert sorted(values) == [0, 1]  # seeds
+        assert all(0.0 <= v <= 1.0 for v in values.values())
 
 
 def test_check_flags_a_moved_figure_and_notes_rows_without_runs():
@@ -178,3 +179,39 @@ def test_reading_says_whether_the_intervals_of_a_comparison_overlap():
     assert lines[1].endswith("+0.100; the intervals overlap, so this is not clear")
     assert lines[2] == "- cbp ends below backprop: one run, no interval"
     assert reproduction.reading(row, {})[0] == "- backprop's error rises: not measured yet"
+
+
+def test_reading_compares_seed_by_seed_where_both_figures_share_seeds():
+    row = reproduction.BY_KEY["bit_flipping"]
+    # Wide intervals (the seeds differ a lot), but every seed's error rises by 0.4-0.6.
+    first = reproduction.estimates({"a": {0: 0.1, 1: 0.9, 2: 0.5, 3: 1.4}})["a"]
+    last = reproduction.estimates({"b": {0: 0.6, 1: 1.3, 2: 1.0, 3: 2.0}})["b"]
+    assert first["per_seed"] == {0: 0.1, 1: 0.9, 2: 0.5, 3: 1.4}
+    flat = reproduction.estimates({"c": {0: 0.6, 1: 0.5, 2: 1.5, 3: 1.1}})["c"]
+    figures = {
+        "bp error first 100k": first,
+        "bp error last 100k": last,
+        "linear error last 100k": flat,
+        "cbp error last 100k": {**flat, "per_seed": {7: 0.1, 8: 0.2}},  # no shared seeds
+    }
+    rises, above, below = reproduction.reading(row, figures)
+    # differences 0.5, 0.4, 0.5, 0.6: mean 0.5, sd 0.0816, t(0.975, 3) 3.182 → ± 0.130
+    assert rises == (
+        "- backprop's error rises: 1.225 − 0.725 = +0.500; the intervals overlap; "
+        "per seed (4 paired): +0.500 ± 0.130, clear"
+    )
+    # differences 0, 0.8, -0.5, 0.9: the interval includes 0
+    assert above.startswith("- backprop ends above linear: 1.225 − 0.925 = +0.300; the ")
+    assert above.endswith("so this is not clear") and "per seed (4 paired): +0.300" in above
+    assert below.endswith("; the intervals overlap, so this is not clear")  # unpaired
+
+
+def test_reading_says_when_a_clear_difference_contradicts_the_claim():
+    row = reproduction.BY_KEY["bit_flipping"]
+    first = reproduction.estimates({"a": {0: 1.1, 1: 1.9, 2: 1.5}})["a"]
+    last = reproduction.estimates({"b": {0: 0.1, 1: 0.9, 2: 0.5}})["b"]
+    rises = reproduction.reading(row, {"bp error first 100k": first, "bp error last 100k": last})
+    assert rises[0].endswith(
+        "per seed (3 paired): -1.000 ± 0.000, clear, in the opposite direction: the claim "
+        "does not hold"
+    )

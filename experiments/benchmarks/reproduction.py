@@ -50,7 +50,7 @@ LEARNER_SEEDS = (0, 1, 2, 3, 4)
 @dataclass(frozen=True)
 class Row:
     """One headline result: the paper's figure, the sweep that measures ours, and how the
-    figures are read from its runs (``measure(folder) -> {figure: value per seed}``)."""
+    figures are read from its runs (``measure(folder) -> {figure: {seed: value}}``)."""
 
     key: str
     short: str  # the row's name in the README's table
@@ -58,10 +58,11 @@ class Row:
     paper: str
     setting: str
     sweep: str  # experiments.sweep arguments, without --runs / --workers
-    measure: Callable[[Path], dict[str, list[float]]]
+    measure: Callable[[Path], dict[str, dict[int, float]]]
     headline: tuple[tuple[str, str], ...]  # the README's lines: (figure, the paper's value)
     tolerance: float  # smallest allowed change in --check (the CI half-width when wider)
-    compare: tuple[tuple[str, str, str], ...] = ()  # (figure a, figure b, what a vs b shows)
+    # (figure a, figure b, the claim a > b) per comparison
+    compare: tuple[tuple[str, str, str], ...] = ()
 
     def command(self, runs: Path = RUNS) -> str:
         return (
@@ -77,6 +78,13 @@ def _per_run(rows) -> dict[str, float]:
     return rows.groupby("run")["value"].mean().to_dict()
 
 
+def _per_seed(frame, runs, values: dict[str, float]) -> dict[int, float]:
+    """``values`` (per run) of ``runs`` keyed by each run's seed, so that two figures can be
+    compared seed by seed."""
+    seeds = frame.groupby("run")["config.seed"].first()
+    return {int(seeds[r]): values[r] for r in runs if r in values}
+
+
 def _by_group(frame, key: str) -> dict[str, list[str]]:
     """The runs of each value of config ``key``, refusing to pool runs that differ in
     another key (:func:`analysis.runs.run_groups`)."""
@@ -88,7 +96,7 @@ def _by_group(frame, key: str) -> dict[str, list[str]]:
     }
 
 
-def parity_figures(folder: Path) -> dict[str, list[float]]:
+def parity_figures(folder: Path) -> dict[str, dict[int, float]]:
     """Per model: final accuracy and expected steps on both ranges, one value per seed."""
     from analysis.runs import final_rows
 
@@ -104,9 +112,7 @@ def parity_figures(folder: Path) -> dict[str, list[float]]:
     for model, runs in _by_group(frame, "config.model").items():
         for (split, metric), values in finals.items():
             label = "trained range" if split == "interpolation" else "beyond"
-            figures[f"{model} {metric.replace('_', ' ')} {label}"] = [
-                values[r] for r in runs if r in values
-            ]
+            figures[f"{model} {metric.replace('_', ' ')} {label}"] = _per_seed(frame, runs, values)
     return figures
 
 
@@ -124,7 +130,7 @@ def _bit_flipping_learners(frame) -> dict[str, list[str]]:
     return learners
 
 
-def bit_flipping_figures(folder: Path) -> dict[str, list[float]]:
+def bit_flipping_figures(folder: Path) -> dict[str, dict[int, float]]:
     """Per learner: mean binned squared error over the first and the last
     :data:`BIT_FLIPPING_WINDOW` examples of the stream."""
     frame = load_folder(folder)
@@ -137,8 +143,8 @@ def bit_flipping_figures(folder: Path) -> dict[str, list[float]]:
         mine = rows[rows["run"].isin(runs)]
         first = _per_run(mine[mine["step"] <= BIT_FLIPPING_WINDOW])
         end = _per_run(mine[mine["step"] > last[mine.index] - BIT_FLIPPING_WINDOW])
-        figures[f"{label} error first 100k"] = [first[r] for r in runs if r in first]
-        figures[f"{label} error last 100k"] = [end[r] for r in runs if r in end]
+        figures[f"{label} error first 100k"] = _per_seed(frame, runs, first)
+        figures[f"{label} error last 100k"] = _per_seed(frame, runs, end)
     return figures
 
 
@@ -150,7 +156,7 @@ def new_task_accuracy(frame):
     return per_experience(frame, "accuracy", on="new")[["run", "experience", "value"]]
 
 
-def permuted_figures(folder: Path) -> dict[str, list[float]]:
+def permuted_figures(folder: Path) -> dict[str, dict[int, float]]:
     """Per method: mean new-task accuracy over the first and the last
     :data:`PERMUTED_WINDOW` tasks."""
     frame = load_folder(folder)
@@ -163,8 +169,8 @@ def permuted_figures(folder: Path) -> dict[str, list[float]]:
         mine = new[new["run"].isin(runs)]
         first = _per_run(mine[mine["experience"] < PERMUTED_WINDOW])
         end = _per_run(mine[mine["experience"] > last[mine.index] - PERMUTED_WINDOW])
-        figures[f"{method} first {PERMUTED_WINDOW} tasks"] = [first[r] for r in runs if r in first]
-        figures[f"{method} last {PERMUTED_WINDOW} tasks"] = [end[r] for r in runs if r in end]
+        figures[f"{method} first {PERMUTED_WINDOW} tasks"] = _per_seed(frame, runs, first)
+        figures[f"{method} last {PERMUTED_WINDOW} tasks"] = _per_seed(frame, runs, end)
     return figures
 
 
@@ -184,7 +190,7 @@ def stability_by_dimension(frame) -> dict[tuple[str, int], dict[str, float]]:
 
 def learnability(
     dimensions, samples: int = LEARNER_SAMPLES, test: int = LEARNER_TEST, seeds=LEARNER_SEEDS
-) -> dict[str, list[float]]:
+) -> dict[str, dict[int, float]]:
     """What is learnable from ``samples`` examples per n of the (matched) stability task:
     test accuracy of a gradient-boosted tree ensemble and of a 256×2 ReLU MLP fitted to
     the flattened matrices, on ``test`` fresh examples, one value per seed."""
@@ -194,7 +200,7 @@ def learnability(
 
     from ponderlife.tasks.linear_systems import stability_batch
 
-    figures: dict[str, list[float]] = {}
+    figures: dict[str, dict[int, float]] = {}
     for n in dimensions:
         for seed in seeds:
             rng = np.random.default_rng([seed, n])
@@ -209,11 +215,11 @@ def learnability(
             }
             for name, learner in learners.items():
                 score = learner.fit(x, y).score(held.inputs.numpy(), held.targets.numpy())
-                figures.setdefault(f"{name} n={n}", []).append(float(score))
+                figures.setdefault(f"{name} n={n}", {})[seed] = float(score)
     return figures
 
 
-def stability_figures(folder: Path) -> dict[str, list[float]]:
+def stability_figures(folder: Path) -> dict[str, dict[int, float]]:
     """Per group (epochs) and n: the study's new-experience accuracy; next to it, the
     simple learners fitted per n at the same sample size (:func:`learnability`)."""
     frame = load_folder(folder)
@@ -222,7 +228,7 @@ def stability_figures(folder: Path) -> dict[str, list[float]]:
     figures = {}
     table = stability_by_dimension(frame)
     for (group, n), values in sorted(table.items(), key=lambda item: (item[0][0], item[0][1])):
-        figures[f"PonderNet {group} n={n}"] = list(values.values())
+        figures[f"PonderNet {group} n={n}"] = _per_seed(frame, list(values), values)
     dimensions = sorted({n for _, n in table})
     return figures | learnability(dimensions)
 
@@ -249,7 +255,11 @@ ROWS = (
         ),
         tolerance=0.02,
         compare=(
-            ("pondernet accuracy beyond", "act accuracy beyond", "PonderNet vs ACT beyond"),
+            (
+                "pondernet accuracy beyond",
+                "act accuracy beyond",
+                "PonderNet extrapolates better than ACT",
+            ),
             (
                 "pondernet expected steps beyond",
                 "pondernet expected steps trained range",
@@ -347,7 +357,7 @@ ROWS = (
             (
                 f"PonderNet epochs=20 n={n}",
                 f"MLP 256×2 n={n}",
-                f"PonderNet (20 epochs) vs MLP, n = {n}",
+                f"PonderNet (20 epochs) above the MLP, n = {n}",
             )
             for n in (3, 4, 5, 6)
         ),
@@ -359,9 +369,14 @@ BY_KEY = {row.key: row for row in ROWS}
 # ---------------------------------------------------------------- estimates and checks
 
 
-def estimates(figures: dict[str, list[float]]) -> dict[str, dict]:
-    """Each figure as mean, 95% CI half-width (None for one value) and number of runs."""
-    return {name: interval(values, LEVEL) for name, values in figures.items() if values}
+def estimates(figures: dict[str, dict[int, float]]) -> dict[str, dict]:
+    """Each figure as mean, 95% CI half-width (None for one value), number of runs, and
+    its value per seed (``per_seed``, for comparisons seed by seed)."""
+    return {
+        name: interval(values.values(), LEVEL) | {"per_seed": dict(sorted(values.items()))}
+        for name, values in figures.items()
+        if values
+    }
 
 
 def measure_all(runs: Path = RUNS, rows=ROWS) -> dict[str, dict]:
@@ -455,8 +470,12 @@ def replace_block(text: str, block: str) -> str:
 
 
 def reading(row: Row, figures: dict) -> list[str]:
-    """Each comparison of ``row``: a − b and whether the two intervals overlap (a
-    separation the seeds support) or not."""
+    """Each comparison of ``row`` (the claim a > b): a − b and whether the two intervals
+    overlap, and where both figures have values for two or more of the same seeds, the
+    per-seed difference a − b with its interval. A comparison is clear when the intervals
+    do not overlap, or when the per-seed difference's interval excludes 0 (the paired
+    test, which removes what the seeds share: the problem instance the seed draws, and for
+    first vs last, the run itself); a clear a < b is said to contradict the claim."""
     lines = []
     for a, b, what in row.compare:
         if a not in figures or b not in figures:
@@ -468,11 +487,37 @@ def reading(row: Row, figures: dict) -> list[str]:
             continue
         gap = first["mean"] - second["mean"]
         apart = abs(gap) > first["half_width"] + second["half_width"]
+        line = f"- {what}: {first['mean']:.3f} − {second['mean']:.3f} = {gap:+.3f}; the intervals "
+        paired = _paired_difference(first, second)
+        if paired is None:
+            lines.append(line + ("do not overlap" + _sign(gap) if apart else _UNCLEAR))
+            continue
+        excludes = abs(paired["mean"]) > paired["half_width"]
         lines.append(
-            f"- {what}: {first['mean']:.3f} − {second['mean']:.3f} = {gap:+.3f}; the intervals "
-            + ("do not overlap" if apart else "overlap, so this is not clear")
+            line
+            + ("do not overlap" if apart else "overlap")
+            + f"; per seed ({paired['runs']} paired): {paired['mean']:+.3f} ± "
+            + f"{paired['half_width']:.3f}, "
+            + ("clear" + _sign(gap) if apart or excludes else "so this is not clear")
         )
     return lines
+
+
+_UNCLEAR = "overlap, so this is not clear"
+
+
+def _sign(gap: float) -> str:
+    """A clear comparison's direction: nothing when it is the claim's (a > b)."""
+    return "" if gap > 0 else ", in the opposite direction: the claim does not hold"
+
+
+def _paired_difference(first: dict, second: dict) -> dict | None:
+    """The interval of a − b over the seeds both figures have (None: fewer than two)."""
+    a, b = first.get("per_seed") or {}, second.get("per_seed") or {}
+    seeds = sorted(set(a) & set(b))
+    if len(seeds) < 2:
+        return None
+    return interval([a[s] - b[s] for s in seeds], LEVEL)
 
 
 def where(folder: Path) -> str:
