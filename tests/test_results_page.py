@@ -55,7 +55,7 @@ def test_stratified_spearman_removes_the_difference_between_levels():
 
 def test_plasticity_reads_within_level_correlation_and_the_paired_difference(tmp_path):
     for seed in range(3):
-        for method, extra in (("bp", 0.0), ("cbp", 0.5)):
+        for method, extra in (("bp", 0.0), ("cbp", 0.5), ("l2", -0.25)):
             _stream_run(
                 tmp_path / f"{method}{seed}",
                 _config(method=method, seed=seed),
@@ -71,7 +71,10 @@ def test_plasticity_reads_within_level_correlation_and_the_paired_difference(tmp
     difference = by_method["cbp − bp"]["difference"]
     assert difference["mean"] == pytest.approx(0.5) and difference["runs"] == 3
     lines = results.readings("plasticity", found)
-    assert "- cbp − bp: mean halting step, cbp − bp: +0.500 ± 0.000, clearly above 0" in lines
+    assert "- cbp − bp: mean halting step, minus bp's: +0.500 ± 0.000, clearly above 0" in lines
+    # Every method other than bp is compared with bp, seed by seed.
+    assert by_method["l2 − bp"]["difference"]["mean"] == pytest.approx(-0.25)
+    assert not any(f["method"].startswith("bp −") for f in found)
     # first third: experiences 0..3 → rank 100..97; last third: 8..11 → 92..89
     assert by_method["bp"]["rank_first"]["mean"] == pytest.approx(98.5)
     assert by_method["bp"]["rank_last"]["mean"] == pytest.approx(90.5)

@@ -37,8 +37,10 @@ SEEDS = "--seeds 0 1 2 3 4"
 #: The CPU-size cells: a name, the experiments.sweep arguments, what it answers.
 CELLS = {
     "stability": (
-        f"stream --with demo --grid method=bp method=cbp {SEEDS}",
-        "PonderNet, bp and cbp: plasticity, difficulty, forgetting, compute",
+        "stream --with demo --grid method=bp method=cbp method=l2 method=shrink_perturb "
+        f"method=weight_clipping method=layer_norm_l2 {SEEDS}",
+        "PonderNet, bp, cbp and four other plasticity methods: plasticity, difficulty, "
+        "forgetting, compute",
     ),
     "fixed_depth": (
         "stream --with demo --grid model=fixed --grid fixed_steps=1 fixed_steps=2 "
@@ -160,8 +162,8 @@ def _thirds(table):
 def plasticity(frame) -> list[dict]:
     """Per method: the per-run Spearman ρ (within each n, averaged) of the halting step with
     the effective rank and with the dormant fraction over the stream; the halting step,
-    effective rank and dormant fraction in the first and last third; and the paired
-    cbp − bp difference of the mean halting step."""
+    effective rank and dormant fraction in the first and last third; and for every other
+    method the paired difference of its mean halting step from bp's."""
     table = per_experience_table(frame)
     first, last = _thirds(table)
     table = table.assign(part=None)
@@ -187,8 +189,12 @@ def plasticity(frame) -> list[dict]:
     import pandas as pd
 
     runs = pd.DataFrame(per_run)
-    difference = _paired(runs, "halting", "config.method", "bp", "cbp")
-    return [*_per_method(runs), {"method": "cbp − bp", "difference": difference}]
+    others = [m for m in runs["config.method"].unique() if m != "bp"]
+    differences = [
+        {"method": f"{m} − bp", "difference": _paired(runs, "halting", "config.method", "bp", m)}
+        for m in others
+    ]
+    return [*_per_method(runs), *differences]
 
 
 def difficulty(frame) -> list[dict]:
@@ -392,7 +398,7 @@ def table_lines(findings: list[dict], columns: list[tuple[str, str]]) -> list[st
 #: reading judges).
 QUESTIONS = {
     "plasticity": (
-        "Does the halting step change as plasticity is lost? Does cbp change pondering?",
+        "Does the halting step change as plasticity is lost? Do the methods change pondering?",
         [
             ("rho_rank", "ρ(halting, effective rank)"),
             ("rho_dormant", "ρ(halting, dormant fraction)"),
@@ -403,7 +409,7 @@ QUESTIONS = {
             ("rank_last", "effective rank, last third"),
             ("dormant_last", "dormant, last third"),
             ("halting", "halting, whole stream"),
-            ("difference", "halting, cbp − bp (paired by seed)"),
+            ("difference", "halting, minus bp's (paired by seed)"),
         ],
     ),
     "within": (
@@ -459,7 +465,7 @@ READ = {
         ("rho_rank", "ρ(halting, effective rank)"),
         ("rho_dormant", "ρ(halting, dormant fraction)"),
         ("rho_rank_detrended", "ρ(halting, effective rank) with the trend over the stream removed"),
-        ("difference", "mean halting step, cbp − bp"),
+        ("difference", "mean halting step, minus bp's"),
     ),
     "within": (
         ("rho_first_half", "ρ(halting, nonzero bits) within an experience, first half"),
