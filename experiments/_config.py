@@ -22,6 +22,7 @@ import ast
 import difflib
 import inspect
 import io
+import math
 import os
 import pprint
 import textwrap
@@ -56,12 +57,16 @@ def _name(key: str) -> str:
 
 
 def _number(cfg: dict, key: str, low=None, high=None, *, low_open=False, high_open=False):
+    """A finite number in the interval (no config value of ours means anything at ±inf)."""
     value = cfg[key]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{_name(key)} must be a number, got {value!r}")
-    return check_range(
+    check_range(
         _name(key), value, low, high, low_inclusive=not low_open, high_inclusive=not high_open
     )
+    if isinstance(value, float) and math.isinf(value):  # in an interval open on that side
+        raise ValueError(f"{_name(key)} must be a finite number, got {value!r}")
+    return value
 
 
 def _optional_number(cfg: dict, key: str):

@@ -35,6 +35,7 @@ not.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -122,6 +123,8 @@ class HaltingHead(nn.Linear):
     was built as); None keeps PyTorch's initialisation."""
 
     def __init__(self, in_features: int, halting_bias: float | None = None):
+        if halting_bias is not None and not math.isfinite(halting_bias):
+            raise ValueError(f"halting_bias must be a finite number or None, got {halting_bias!r}")
         self.halting_bias = halting_bias  # read by reset_parameters() inside __init__
         super().__init__(in_features, 1)
 

@@ -39,6 +39,28 @@ def test_a_learning_rate_outside_the_documented_range_is_refused(name, rate, obs
     refuse(name, {"learning_rate": rate}, r"config 'learning_rate' must be in \(0, 1000\]", observe)
 
 
+@pytest.mark.parametrize(
+    ("name", "key", "value"),
+    [
+        ("parity", "halting_bias", float("inf")),
+        ("parity", "halting_bias", float("-inf")),
+        ("stream", "halting_bias", float("-inf")),
+        ("parity", "beta", float("inf")),  # in [0, inf) by its range, but not inf itself
+    ],
+)
+def test_a_number_key_refuses_infinity(name, key, value, observe):
+    refuse(name, {key: value}, rf"config '{key}' must be a finite number, got -?inf", observe)
+
+
+def test_the_halting_head_refuses_a_bias_that_is_not_finite():
+    from ponderlife import GRUStep
+
+    for bias in (float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="halting_bias must be a finite number or None"):
+            GRUStep(2, 4, 1, halting_bias=bias)
+    assert GRUStep(2, 4, 1, halting_bias=-3.0).halting.bias.item() == -3.0
+
+
 @pytest.mark.parametrize("module", [parity, bit_flipping])
 def test_print_config_documents_the_learning_rate_range(module, capsys):
     module.ex.run("print_config")
