@@ -49,6 +49,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from avalanche.core import SupervisedPlugin
 from avalanche.models import MultiTaskModule
 from avalanche.training.templates import SupervisedMetaLearningTemplate
@@ -96,6 +97,16 @@ def step_weights(strategy) -> StepWeights | None:
 def _probe_network() -> nn.Module:
     """A throwaway network to validate hyperparameters on when a plugin is created."""
     return nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 1))
+
+
+def _validate(build: Callable[[], Any]) -> None:
+    """Build a throwaway core (on a probe network) so that a bad hyperparameter fails when
+    the plugin is created, leaving torch's global RNG as it was: building draws initial
+    weights, and creating a plugin must not shift the run's other randomness."""
+    with torch.random.fork_rng(devices=[]):
+        core = build()
+        if hasattr(core, "remove"):
+            core.remove()
 
 
 def _example(strategy) -> tuple | None:
@@ -267,9 +278,8 @@ class ContinualBackpropPlugin(_UnitPlugin):
                 units,
             )
         )
-        # Validate now, on a throwaway model, so a bad value fails before any training.
         checked = {k: v for k, v in hyperparameters.items() if k != "generator"}
-        ContinualBackprop(_probe_network(), None, **checked).remove()
+        _validate(lambda: ContinualBackprop(_probe_network(), None, **checked))
 
     @property
     def replacements(self) -> dict[str, int]:
@@ -281,7 +291,7 @@ class L2Plugin(_PerUpdatePlugin):
     """Decoupled weight decay after every update (:class:`ponderlife.baselines.L2`)."""
 
     def __init__(self, *, weight_decay: float = 1e-4):
-        L2(nn.Linear(1, 1), weight_decay=weight_decay)  # validate now
+        _validate(lambda: L2(nn.Linear(1, 1), weight_decay=weight_decay))
         super().__init__(lambda model, opt, _: L2(model, weight_decay=weight_decay))
 
 
@@ -289,7 +299,7 @@ class ShrinkPerturbPlugin(_PerUpdatePlugin):
     """Shrink and perturb after every update (:class:`ponderlife.baselines.ShrinkPerturb`)."""
 
     def __init__(self, **hyperparameters):
-        ShrinkPerturb(nn.Linear(1, 1), **hyperparameters)
+        _validate(lambda: ShrinkPerturb(nn.Linear(1, 1), **hyperparameters))
         super().__init__(lambda model, opt, _: ShrinkPerturb(model, **hyperparameters))
 
 
@@ -299,7 +309,7 @@ class L2InitPlugin(_PerUpdatePlugin):
     grows (new classes) takes its value when it appeared as its θ₀."""
 
     def __init__(self, *, strength: float = 1e-2):
-        L2Init(nn.Linear(1, 1), strength=strength)
+        _validate(lambda: L2Init(nn.Linear(1, 1), strength=strength))
         super().__init__(lambda model, opt, _: L2Init(model, strength=strength))
 
 
@@ -311,7 +321,7 @@ class WeightClippingPlugin(_PerUpdatePlugin):
     parameter that appears later (a new head) is bounded by its own module's rule."""
 
     def __init__(self, *, scale: float = 2.0, bounds: dict[str, float] | None = None):
-        WeightClipping(nn.Linear(1, 1), scale=scale)  # validate now
+        _validate(lambda: WeightClipping(nn.Linear(1, 1), scale=scale))
         super().__init__(lambda model, opt, _: WeightClipping(model, scale=scale, bounds=bounds))
 
 
@@ -324,7 +334,7 @@ class ReDoPlugin(_UnitPlugin):
     def __init__(self, **hyperparameters):
         units = hyperparameters.pop("units", None)
         checked = {k: v for k, v in hyperparameters.items() if k != "generator"}
-        ReDo(_probe_network(), None, **checked).remove()
+        _validate(lambda: ReDo(_probe_network(), None, **checked))
         super().__init__(
             _units_factory(
                 lambda model, opt, layers: ReDo(model, opt, units=layers, **hyperparameters),

@@ -25,6 +25,7 @@ from strategies import (
     PonderTemplate,
     ReDoPlugin,
     ShrinkPerturbPlugin,
+    WeightClippingPlugin,
 )
 from strategies.checkpoint import load_strategy, save_strategy
 from strategies.datasets import tagged_dataset
@@ -572,3 +573,24 @@ def test_the_stream_experiment_logs_only_values_emitted_now():
     assert "Top1_Acc_Exp/eval_phase/test_stream/Exp000" in first
     assert "Top1_Acc_Exp/eval_phase/test_stream/Exp000" not in later  # stale, not re-logged
     assert "Top1_Acc_Exp/eval_phase/test_stream/Exp001" in later
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: ContinualBackpropPlugin(replacement_rate=1e-3),
+        lambda: ReDoPlugin(),
+        lambda: L2Plugin(),
+        lambda: ShrinkPerturbPlugin(),
+        lambda: L2InitPlugin(),
+        lambda: WeightClippingPlugin(),
+    ],
+    ids=["cbp", "redo", "l2", "shrink_perturb", "l2_init", "weight_clipping"],
+)
+def test_creating_a_plugin_leaves_the_global_rng_as_it_was(make):
+    # Plugins validate their hyperparameters on a throwaway network, whose initial
+    # weights are drawn: the draws must not shift the run's other randomness.
+    torch.manual_seed(5)
+    before = torch.random.get_rng_state()
+    make()
+    assert torch.equal(torch.random.get_rng_state(), before)
