@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections import defaultdict
 
 import torch
@@ -251,6 +252,7 @@ class PlasticityMetrics(PluginMetric[dict]):
         self._iterations = 0
         self.units = units
         self._grad_norms: list[float] = []
+        self._warned = False
 
     def reset(self) -> None:
         self._grad_norms = []
@@ -258,6 +260,17 @@ class PlasticityMetrics(PluginMetric[dict]):
 
     def result(self) -> dict:
         return {"gradient_norms": list(self._grad_norms)}
+
+    def _warn_once(self, why: str) -> None:
+        """Say once per metric why the unit diagnostics (dead, dormant, ranks, feature
+        norm) are missing; weight magnitude and gradient norm are still logged."""
+        if not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"PlasticityMetrics logs no unit diagnostics: {why}. Pass units= to choose "
+                "the layers (see ponderlife.unit_layer).",
+                stacklevel=3,
+            )
 
     def before_training_exp(self, strategy):
         self.reset()
@@ -296,7 +309,8 @@ class PlasticityMetrics(PluginMetric[dict]):
         x = x.to(strategy.device)
         try:
             layers = self.units if self.units is not None else find_unit_layers(model, (x,))
-        except ValueError:
+        except ValueError as error:
+            self._warn_once(f"no hidden units found to probe ({error})")
             return {}
         recorder = ActivationRecorder(layers, training_only=False)
         was_training = model.training
@@ -313,6 +327,8 @@ class PlasticityMetrics(PluginMetric[dict]):
         records = [recorder.pop(layer.name) for layer in layers]
         features = [torch.cat(rs) for rs in records if rs]
         if not features:
+            names = ", ".join(layer.name or "(the model)" for layer in layers)
+            self._warn_once(f"the probe forward recorded no activation of {names}")
             return {}
         # Layers are averaged: one number per diagnostic.
         per_layer = [

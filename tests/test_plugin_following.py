@@ -4,6 +4,8 @@ on the first training batch."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from avalanche.models import SimpleMLP
@@ -125,6 +127,22 @@ def test_a_checkpoint_loaded_before_the_units_are_found_is_applied_when_they_are
     assert all(torch.equal(ages[k], saved[k]) for k in saved)
     saved_total = sum(int(v) for k, v in saved.items() if k.endswith(".replaced"))
     assert sum(fresh.replacements.values()) > saved_total > 0  # counting continued
+
+
+def test_plasticity_metrics_warn_once_when_the_model_has_no_hidden_units():
+    from strategies import PlasticityMetrics
+
+    model = nn.Linear(8, 4)  # no hidden layer: nothing for the unit diagnostics
+    settings = {**kwargs(model, []), "evaluator": EvaluationPlugin(PlasticityMetrics(), loggers=[])}
+    strategy = Naive(**settings)
+    with pytest.warns(UserWarning, match="PlasticityMetrics logs no unit diagnostics: no hidden"):
+        strategy.train(benchmark().train_stream[0])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", "PlasticityMetrics")  # once, not per experience
+        strategy.train(benchmark().train_stream[1])
+    names = [name for name in strategy.evaluator.get_last_metrics() if "Plasticity/" in name]
+    assert any(name.startswith("Plasticity/weight_magnitude/") for name in names), names
+    assert not any("dormant_fraction" in name for name in names)
 
 
 def test_plasticity_metrics_find_simple_mlp_units_by_tracing_the_probe():
