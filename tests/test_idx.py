@@ -143,3 +143,6 @@ def test_permutation_is_seeded_and_moves_pixels_consistently():
         permuted(images.reshape(3, 28, 28), 0)
     with pytest.raises(ValueError, match="permutation_seed"):
         permuted(images, -1)
+    # rows: the same as permuting the selected images, in the order given.
+    rows = torch.tensor([2, 0, 2])
+    assert torch.equal(permuted(images, 1, rows=rows), permuted(images[rows], 1))

@@ -212,3 +212,12 @@ def test_a_bad_grid_value_fails_before_any_task_naming_the_run_and_key(tmp_path,
     ):
         sweep.run_sweep(jobs, 2, root=tmp_path, log=lambda _: None)
     assert not any(tmp_path.iterdir())
+
+
+def test_every_run_gets_a_worker_process_of_its_own(local_ray, tmp_path):
+    # Memory a finished run leaves in its process must not add up over a sweep's runs.
+    jobs = sweep.plan("bit_flipping", [], [0, 1, 2], updates=BIT_FLIPPING)
+    outcomes = sweep.run_sweep(jobs, 1, root=tmp_path, log=lambda line: None, progress=False)
+    assert [o["status"] for o in outcomes] == ["COMPLETED"] * 3
+    pids = {o["pid"] for o in outcomes}
+    assert len(pids) == 3 and os.getpid() not in pids

@@ -188,16 +188,25 @@ def load_fashion_mnist(split: str = "train", root: str | Path | None = None) -> 
     return ImageSet(flat, torch.from_numpy(labels.astype(np.int64)))
 
 
-def permuted(images: Tensor, permutation_seed: int) -> Tensor:
+def permutation(size: int, permutation_seed: int) -> Tensor:
+    """The pixel order of :func:`permuted`: ``torch.randperm(size)`` from a generator
+    seeded with ``permutation_seed``."""
+    check_int("permutation_seed", permutation_seed, 0, 2**64 - 1)
+    return torch.randperm(size, generator=torch.Generator().manual_seed(permutation_seed))
+
+
+def permuted(images: Tensor, permutation_seed: int, rows: Tensor | None = None) -> Tensor:
     """``images`` (N, D) with their D pixels permuted, for Permuted-MNIST-style streams.
 
     The permutation is ``torch.randperm(D)`` from a generator seeded with
-    ``permutation_seed``: the same seed always gives the same permutation and every seed,
-    0 included, gives a random one (use the images themselves for an unpermuted task).
+    ``permutation_seed`` (:func:`permutation`): the same seed always gives the same
+    permutation and every seed, 0 included, gives a random one (use the images themselves
+    for an unpermuted task). ``rows`` (int64) permutes only those images, in that order,
+    in one gather: ``permuted(images[rows], seed)`` without the intermediate copy.
     """
     if images.ndim != 2:
         raise ValueError(f"images must have shape (N, D), got {tuple(images.shape)}")
-    check_int("permutation_seed", permutation_seed, 0, 2**64 - 1)
-    generator = torch.Generator().manual_seed(permutation_seed)
-    order = torch.randperm(images.shape[1], generator=generator).to(images.device)
-    return images[:, order]
+    order = permutation(images.shape[1], permutation_seed).to(images.device)
+    if rows is None:
+        return images[:, order]
+    return images[rows.to(images.device).unsqueeze(1), order]
