@@ -193,4 +193,5 @@ class TensorBatches:
                 yield tuple(t[first : first + self.batch_size] for t in self.tensors)
             else:
                 chosen = order[first : first + self.batch_size]
-                yield tuple(t[chosen] for t in self.tensors)
+                # index_select, not t[chosen]: half the time per shuffled (64, 784) batch here
+                yield tuple(t.index_select(0, chosen) for t in self.tensors)
