@@ -1,7 +1,9 @@
 """Fixed-depth baseline: the same step functions, unrolled a set number of times.
 
 The answer is the last step's prediction; the halting head is ignored. This is the
-"no pondering" point of comparison for PonderNet and ACT.
+"no pondering" point of comparison for PonderNet and ACT. A split step
+(:class:`~ponderlife.steps.SplitStep`) only advances in the loop; its output head runs
+once over all steps' states after it, and its halting head not at all.
 """
 
 from __future__ import annotations
@@ -33,16 +35,22 @@ class FixedDepth(nn.Module):
 
     def forward(self, x: Tensor) -> FixedDepthOutput:
         state, inputs = self.step.initial_state(x), prepare(self.step, x)
-        predictions = []
+        split = bool(getattr(self.step, "batched_heads", False))
+        kept = []  # the states of a split step, else the predictions
         for _ in range(self.num_steps):
-            prediction, state, _ = self.step(inputs, state)
-            predictions.append(prediction)
+            if split:
+                state = self.step.advance(inputs, state)
+                kept.append(state)
+            else:
+                prediction, state, _ = self.step(inputs, state)
+                kept.append(prediction)
+        predictions = self.step.predict(torch.stack(kept)) if split else torch.stack(kept)
         steps = torch.full((x.shape[0],), self.num_steps, dtype=torch.long, device=x.device)
         return FixedDepthOutput(
-            predictions=torch.stack(predictions),
+            predictions=predictions,
             halting_step=steps,
             prediction=predictions[-1],
-            expected_steps=steps.to(predictions[-1].dtype),
+            expected_steps=steps.to(predictions.dtype),
         )
 
 

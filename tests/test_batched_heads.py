@@ -6,7 +6,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ponderlife import GRUStep, PonderNet, ResidualMLPStep, RNNStep, SplitStep, ponder_loss
+from ponderlife import (
+    FixedDepth,
+    GRUStep,
+    PonderNet,
+    ResidualMLPStep,
+    RNNStep,
+    SplitStep,
+    fixed_depth_loss,
+    ponder_loss,
+)
 
 STEPS = {
     "gru": lambda: GRUStep(8, 16, 1),
@@ -91,3 +100,34 @@ def test_each_head_runs_once_per_forward_when_batched_with_gradient(batched, gra
     # Without gradient the heads run per step: batching them would only add a copy.
     per_step = dict.fromkeys(calls, steps)
     assert calls == ({"output": 1, "halting": steps + 1} if batched and grad else per_step)
+
+
+@pytest.mark.parametrize("step_name", sorted(STEPS))
+def test_fixed_depth_runs_the_output_head_once_and_the_halting_head_never(step_name):
+    torch.manual_seed(0)
+    net = FixedDepth(STEPS[step_name](), num_steps=4)
+    calls = {"output": 0, "halting": 0}
+    for name in calls:
+
+        def count(module, args, output, name=name):
+            calls[name] += 1
+
+        getattr(net.step, name).register_forward_hook(count)
+    x = torch.randn(16, 8)
+    y = (x.sum(1) > 0).float()
+    results = {}
+    for batched in (True, False):
+        net.step.batched_heads = batched
+        net.zero_grad()
+        output = net(x)
+        fixed_depth_loss(output, y, bce).total.backward()
+        results[batched] = (
+            output,
+            [p.grad.clone() for p in net.parameters() if p.grad is not None],
+        )
+    assert calls == {"output": 1 + 4, "halting": 0 + 4}  # batched, then per step
+    (a, grads_a), (b, grads_b) = results[True], results[False]
+    torch.testing.assert_close(a.predictions, b.predictions, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(a.prediction, b.prediction, rtol=1e-6, atol=1e-7)
+    for g, h in zip(grads_a, grads_b, strict=True):
+        torch.testing.assert_close(g, h, rtol=1e-5, atol=1e-7)
