@@ -38,8 +38,8 @@ SEEDS = "--seeds 0 1 2 3 4"
 CELLS = {
     "stability": (
         "stream --with demo --grid method=bp method=cbp method=l2 method=shrink_perturb "
-        f"method=weight_clipping method=layer_norm_l2 {SEEDS}",
-        "PonderNet, bp, cbp and four other plasticity methods: plasticity, difficulty, "
+        f"method=redo method=upgd method=weight_clipping method=layer_norm_l2 {SEEDS}",
+        "PonderNet, bp, cbp and six other plasticity methods: plasticity, difficulty, "
         "forgetting, compute",
     ),
     "fixed_depth": (
