@@ -648,6 +648,16 @@ def permuted_fashion_mnist(
         _check_transition(transition, window, size, "the training set's size")
     else:
         _check_transition(transition, window, samples_per_experience, "samples_per_experience")
+
+    def task_images(images: Tensor, rows: Tensor | None, index: int) -> Tensor:
+        """``images[rows]`` (all for None) under experience ``index``'s permutation, the
+        first's being the identity: subset and permutation in one gather, without an
+        intermediate copy (measured: 3.35 GB resident for the 100-experience stream, 3.61
+        GB with the copy)."""
+        if index:
+            return permuted(images, seed * 10_007 + index, rows=rows)
+        return images if rows is None else images[rows]
+
     generator = torch.Generator().manual_seed(seed)
     train, test = [], []
     for index in range(experiences):
@@ -655,25 +665,15 @@ def permuted_fashion_mnist(
             (full_train, samples_per_experience, train),
             (full_test, test_samples, test),
         ):
-            # Subset and permutation in one gather, without an intermediate copy (measured:
-            # 3.35 GB resident for the 100-experience stream, 3.61 GB with the copy).
             rows = _chosen(len(source.labels), count, generator)
             labels = source.labels if rows is None else source.labels[rows]
-            if index:
-                images = permuted(source.images, seed * 10_007 + index, rows=rows)
-            else:
-                images = source.images if rows is None else source.images[rows]
-            out.append((images, labels, torch.zeros(len(labels))))
+            out.append((task_images(source.images, rows, index), labels, torch.zeros(len(labels))))
     old_generator = torch.Generator().manual_seed(seed + _OLD_SAMPLES_OFFSET)
 
     def old(index: int, count: int) -> Samples:
         chosen = torch.randperm(size, generator=old_generator)[:count]
-        labels = full_train.labels[chosen]
-        if index:
-            images = permuted(full_train.images, seed * 10_007 + index, rows=chosen)
-        else:
-            images = full_train.images[chosen]
-        return images, labels, torch.zeros(count)
+        images = task_images(full_train.images, chosen, index)
+        return images, full_train.labels[chosen], torch.zeros(count)
 
     return _benchmark(train, test, transition=transition, window=window, old=old, seed=seed)
 

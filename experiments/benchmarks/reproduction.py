@@ -490,7 +490,8 @@ def reading(row: Row, figures: dict) -> list[str]:
         line = f"- {what}: {first['mean']:.3f} − {second['mean']:.3f} = {gap:+.3f}; the intervals "
         paired = _paired_difference(first, second)
         if paired is None:
-            lines.append(line + ("do not overlap" + _sign(gap) if apart else _UNCLEAR))
+            verdict = "do not overlap" + _sign(gap) if apart else "overlap, so this is not clear"
+            lines.append(line + verdict)
             continue
         excludes = abs(paired["mean"]) > paired["half_width"]
         lines.append(
@@ -501,9 +502,6 @@ def reading(row: Row, figures: dict) -> list[str]:
             + ("clear" + _sign(gap) if apart or excludes else "so this is not clear")
         )
     return lines
-
-
-_UNCLEAR = "overlap, so this is not clear"
 
 
 def _sign(gap: float) -> str:
