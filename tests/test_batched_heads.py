@@ -2,6 +2,8 @@
 steps' states after the loop. Every unroll rule gives the outputs and gradients of the
 per-step heads, and each head runs once per forward."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -131,3 +133,26 @@ def test_fixed_depth_runs_the_output_head_once_and_the_halting_head_never(step_n
     torch.testing.assert_close(a.prediction, b.prediction, rtol=1e-6, atol=1e-7)
     for g, h in zip(grads_a, grads_b, strict=True):
         torch.testing.assert_close(g, h, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_every_unroll_rule_gives_the_cpus_results_on_the_gpu(mode):
+    """The CUDA path of the batched heads and of the row selection (index_select,
+    index_copy, scatter_reduce): the CPU's halting steps (the draws come from a CPU
+    generator on either device), and its outputs and gradients to float rounding."""
+    training, settings = MODES[mode]
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(48, 8, generator=g)
+    y = (x.sum(1) > 0).float()
+    cpu = model("gru", settings)
+    gpu = copy.deepcopy(cpu).to("cuda")
+    on_cpu, cpu_grads = run(cpu, training, x, y)
+    on_gpu, gpu_grads = run(gpu, training, x.cuda(), y.cuda())
+    assert on_gpu.prediction.device.type == "cuda"
+    assert torch.equal(on_cpu.halting_step, on_gpu.halting_step.cpu())
+    for name in ("predictions", "lambdas", "p", "prediction", "expected_steps"):
+        a, b = getattr(on_cpu, name), getattr(on_gpu, name).cpu()
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, equal_nan=True, msg=name)
+    for a, b in zip(cpu_grads, gpu_grads, strict=True):
+        torch.testing.assert_close(a, b.cpu(), rtol=1e-4, atol=1e-5)

@@ -162,10 +162,11 @@ def test_the_added_keys_keep_the_identities_of_earlier_runs():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_a_run_on_the_gpu_matches_the_same_run_on_the_cpu(observed):
+@pytest.mark.parametrize("model", ["pondernet", "act"])
+def test_a_run_on_the_gpu_matches_the_same_run_on_the_cpu(observed, model):
     """Data and halting draws come from CPU generators, so only float rounding differs."""
     runs = {
-        device: ex.run(config_updates={**TINY, "model": "act", "device": device})
+        device: ex.run(config_updates={**TINY, "model": model, "device": device})
         for device in ("cpu", "cuda")
     }
     assert all(run.status == "COMPLETED" for run in runs.values())
