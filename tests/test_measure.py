@@ -49,3 +49,28 @@ def test_avalanche_overhead_and_pondernet_unroll_run_at_a_tiny_size(capsys):
     out = capsys.readouterr().out
     assert "per-sample rule, batched heads" in out and "early exit / full unroll" in out
     assert "heads per step" in out and "mean halting step's share of N" in out
+
+
+def test_the_parity_device_benchmark_times_each_device_on_the_same_batches(capsys):
+    """Two trainers of one config start from the same model and train it on the same
+    batches, and the command prints a line per device measured."""
+    import torch
+
+    from experiments.benchmarks import parity_device
+
+    cfg = parity_device.config("small", "pondernet")
+    cfg.update(size=6, hidden_size=8, max_steps=4, batch_size=4)
+    first, second = (parity_device.trainer(cfg, "cpu", updates=2) for _ in range(2))
+    before = [p.detach().clone() for p in first.model.parameters()]
+    first()
+    second()
+    after = list(first.model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True))
+    for a, b in zip(after, second.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+    assert parity_device.main(["--config", "small", "--updates", "2", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "parity small, pondernet: P = " in out
+    assert "  cpu " in out and "ms per update" in out
+    assert ("GPU / CPU time" in out) == torch.cuda.is_available()

@@ -215,3 +215,98 @@ def test_reading_says_when_a_clear_difference_contradicts_the_claim():
         "per seed (3 paired): -1.000 ± 0.000, clear, in the opposite direction: the claim "
         "does not hold"
     )
+
+
+def test_reading_says_when_two_accuracies_compared_are_both_at_chance():
+    """A paired gap can be clear between two models that both guess: the reading then says
+    neither beats guessing. A mean beyond the band around chance reads as before."""
+    row = reproduction.BY_KEY["parity_paper"]
+    names = ("pondernet accuracy beyond", "act accuracy beyond")
+
+    def lines(ours, theirs):
+        figures = reproduction.estimates({names[0]: ours, names[1]: theirs})
+        return reproduction.reading(row, figures)[0]
+
+    guessing = lines({0: 0.512, 1: 0.516, 2: 0.508}, {0: 0.498, 1: 0.502, 2: 0.494})
+    assert guessing.endswith(
+        "per seed (3 paired): +0.014 ± 0.000, clear; but both lie within 0.02 of chance "
+        "(0.50): neither beats guessing, so this says nothing for the claim"
+    )
+    learned = lines({0: 0.52, 1: 0.53, 2: 0.51}, {0: 0.500, 1: 0.501, 2: 0.499})
+    assert learned.endswith("clear")  # 0.52 is beyond the band
+    assert reproduction.BY_KEY["bit_flipping"].chance is None
+
+
+def test_the_parity_panel_draws_both_sizes_each_range(tmp_path):
+    """P = 16 at x = 0, 1 and the paper's P = 96 at x = 2, 3, one point per model and range
+    measured (a figure not measured is left out, not drawn at zero)."""
+    import matplotlib.pyplot as plt
+
+    def figures(accuracy):
+        return {
+            f"{model} accuracy {part}": {"mean": accuracy, "half_width": 0.01, "runs": 3}
+            for model in ("pondernet", "act")
+            for part in ("trained range", "beyond")
+        }
+
+    paper = figures(0.5)
+    del paper["act accuracy trained range"]
+    fig = reproduction.figure({"parity": figures(0.9), "parity_paper": paper}, tmp_path)
+    ax = fig.axes[0]
+    points = sorted(
+        (round(float(x), 2), float(y))
+        for bars in ax.containers  # one errorbar per model and size
+        for x, y in zip(*bars.lines[0].get_data(), strict=True)
+    )
+    plt.close(fig)
+    assert points == [
+        (-0.08, 0.9), (0.08, 0.9), (0.92, 0.9), (1.08, 0.9), (1.92, 0.5), (2.92, 0.5),
+        (3.08, 0.5),
+    ]  # fmt: skip
+
+
+def test_updating_one_row_keeps_every_other_rows_figures_and_section(tmp_path):
+    """``--update parity_paper`` measures that row alone: the stored figures of the others,
+    their page sections (word for word) and the figure file stay; the README block holds
+    every row."""
+    stored = json.loads((ROOT / "docs" / "reproduction.json").read_text())
+    stored.pop("parity_paper", None)
+    (tmp_path / "reproduction.json").write_text(json.dumps(stored))
+    others = [row for row in reproduction.ROWS if row.key != "parity_paper"]
+    old_page = "# Reproduction table\n\nintro\n\n" + "".join(
+        f"## {row.result}\n\nthe old section of {row.key}\n\n" for row in others
+    )
+    out = tmp_path / "reproduction.md"
+    out.write_text(old_page)
+    (tmp_path / "reproduction.png").write_bytes(b"old figure")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"before\n{reproduction.README_START}\nold\n{reproduction.README_END}\n")
+
+    def fill(metrics, config):
+        for split in ("interpolation", "extrapolation"):
+            accuracy = 0.5 + 0.01 * config["seed"]
+            log_metric(metrics, f"{split}.accuracy", 1000, accuracy)
+            log_metric(metrics, f"{split}.expected_steps", 1000, 3.0)
+
+    configs = [{"model": m, "seed": s} for m in ("pondernet", "act") for s in (0, 1, 2)]
+    _runs(tmp_path / "runs" / "parity_paper", "parity", configs, fill)
+    argv = ["--runs", str(tmp_path / "runs"), "--stored", str(tmp_path / "reproduction.json")]
+    argv += ["--update", "parity_paper", "--out", str(out), "--readme", str(readme)]
+    assert reproduction.main(argv) == 0
+
+    written = json.loads((tmp_path / "reproduction.json").read_text())
+    assert {k: v for k, v in written.items() if k != "parity_paper"} == stored
+    assert written["parity_paper"]["act accuracy beyond"]["mean"] == pytest.approx(0.51)
+    assert written["parity_paper"]["act accuracy beyond"]["runs"] == 3
+    page = out.read_text()
+    for row in others:
+        assert f"## {row.result}\n\nthe old section of {row.key}\n" in page
+    new = page.index("## PonderNet parity at the paper's size")
+    assert page.index("the old section of parity\n") < new < page.index("of bit_flipping")
+    assert "| act accuracy beyond | 0.510 ± " in page[new:]
+    assert (tmp_path / "reproduction.png").read_bytes() == b"old figure"
+    assert readme.read_text() == "before\n" + reproduction.readme_block(written) + "\n"
+
+    with pytest.raises(SystemExit):  # a row without runs is refused, and nothing is written
+        reproduction.main([*argv[:4], "--update", "bit_flipping", "--out", str(out)])
+    assert json.loads((tmp_path / "reproduction.json").read_text()) == written

@@ -50,6 +50,12 @@ ROUNDS = (
         "parity --with extrapolation_sweep --set learning_rate=3e-3 --grid step=rnn",
         ("1", "2"),
     ),
+    (
+        "round 2's three best (one seed each) with two more seeds",
+        "parity --with extrapolation_sweep --set learning_rate=3e-3 --grid step=rnn "
+        "--grid weight_decay=0.1 layer_norm=true beta=0.1",
+        ("1", "2"),
+    ),
 )
 
 #: The goal of issue 14: this extrapolation accuracy at P = 16.

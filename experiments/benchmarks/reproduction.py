@@ -1,8 +1,9 @@
 """The reproduction table: each source paper's headline result next to ours.
 
-One row per headline result (:data:`ROWS`: PonderNet parity, bit-flipping, permuted
-Fashion-MNIST, stability vs dimension), each measured by one Ray sweep command into
-``runs/reproduction/<row>/`` (the stability row also fits two simple learners per n here).
+One row per headline result (:data:`ROWS`: PonderNet parity at P = 16 and at the paper's
+P = 96, bit-flipping, permuted Fashion-MNIST, stability vs dimension), each measured by one
+Ray sweep command into ``runs/reproduction/<row>/`` (the stability row also fits two simple
+learners per n here).
 This script runs the sweeps (``--run ROW ...``; each skips finished runs and resumes killed
 ones), reads every COMPLETED run and gives each figure as the mean over seeds with its 95%
 Student-t confidence interval (:func:`analysis.runs.confidence_interval`).
@@ -47,6 +48,12 @@ LEARNER_TEST = 4000
 LEARNER_SEEDS = (0, 1, 2, 3, 4)
 
 
+#: Parity's guessing accuracy and the band around it read as chance: a guessing model's
+#: accuracy on a 4,096-input test set lies within ±0.016 of 0.5 (95%), so means within
+#: 0.02 are no evidence of learning.
+PARITY_CHANCE = (0.5, 0.02)
+
+
 @dataclass(frozen=True)
 class Row:
     """One headline result: the paper's figure, the sweep that measures ours, and how the
@@ -63,6 +70,10 @@ class Row:
     tolerance: float  # smallest allowed change in --check (the CI half-width when wider)
     # (figure a, figure b, the claim a > b) per comparison
     compare: tuple[tuple[str, str, str], ...] = ()
+    # (the accuracy of guessing, a band around it): a comparison of two accuracies whose
+    # means both lie within the band says that neither beats guessing (a clear gap between
+    # two chance-level models is no evidence for the claim)
+    chance: tuple[float, float] | None = None
 
     def command(self, runs: Path = RUNS) -> str:
         return (
@@ -241,8 +252,8 @@ ROWS = (
         paper="P = 96, trained on 1–48 nonzeros, tested on 49–96: PonderNet ≈0.92–0.93 "
         "(≈4.9 steps), ACT ≈0.51 (chance); P = 64 interpolation: PonderNet ≈0.974, ACT ≈0.958",
         setting="CPU size: P = 16, trained on k ≤ 8 nonzeros, tested on held-out k ≤ 8 and on "
-        "k = 9..16; RNN-64, Adam 3e-3, 60,000 updates (the default parity config); P = 96 "
-        "not run (a GPU machine's job: `with paper_extrapolation device=cuda`)",
+        "k = 9..16; RNN-64, Adam 3e-3, 60,000 updates (the default parity config); the "
+        "paper's size is the next row",
         sweep="parity --grid model=pondernet model=act --seeds 0 1 2",
         measure=parity_figures,
         headline=(
@@ -266,6 +277,42 @@ ROWS = (
                 "PonderNet ponders longer beyond the trained range",
             ),
         ),
+        chance=PARITY_CHANCE,
+    ),
+    Row(
+        key="parity_paper",
+        short="PonderNet parity, P = 96",
+        result="PonderNet parity at the paper's size (P = 96)",
+        paper="trained on 1–48 nonzeros, tested on 49–96: PonderNet ≈0.92–0.93 (≈4.9 steps), "
+        "ACT ≈0.51 (chance, ≈2.1 steps); training length not stated",
+        setting="the paper's setting (`with paper_extrapolation`): P = 96, trained on k ≤ 48, "
+        "tested on held-out k ≤ 48 and on k = 49..96; RNN-128, Adam 3e-4, batch 128, "
+        "β = 0.01, λ_p = 0.2, N = 20, 100,000 updates, on CPUs (an H100 trains this model "
+        "1.3× slower than one CPU core: README, Run times)",
+        sweep="parity --with paper_extrapolation --grid model=pondernet model=act "
+        "--seeds 0 1 2 3 4",
+        measure=parity_figures,
+        headline=(
+            ("pondernet accuracy trained range", "–"),
+            ("pondernet accuracy beyond", "≈0.92–0.93"),
+            ("pondernet expected steps beyond", "≈4.9"),
+            ("act accuracy beyond", "≈0.51, chance"),
+            ("act expected steps beyond", "≈2.1"),
+        ),
+        tolerance=0.02,
+        compare=(
+            (
+                "pondernet accuracy beyond",
+                "act accuracy beyond",
+                "PonderNet extrapolates better than ACT",
+            ),
+            (
+                "pondernet expected steps beyond",
+                "pondernet expected steps trained range",
+                "PonderNet ponders longer beyond the trained range",
+            ),
+        ),
+        chance=PARITY_CHANCE,
     ),
     Row(
         key="bit_flipping",
@@ -491,7 +538,7 @@ def reading(row: Row, figures: dict) -> list[str]:
         paired = _paired_difference(first, second)
         if paired is None:
             verdict = "do not overlap" + _sign(gap) if apart else "overlap, so this is not clear"
-            lines.append(line + verdict)
+            lines.append(line + verdict + _at_chance(row, (a, first), (b, second)))
             continue
         excludes = abs(paired["mean"]) > paired["half_width"]
         lines.append(
@@ -500,8 +547,23 @@ def reading(row: Row, figures: dict) -> list[str]:
             + f"; per seed ({paired['runs']} paired): {paired['mean']:+.3f} ± "
             + f"{paired['half_width']:.3f}, "
             + ("clear" + _sign(gap) if apart or excludes else "so this is not clear")
+            + _at_chance(row, (a, first), (b, second))
         )
     return lines
+
+
+def _at_chance(row: Row, *named) -> str:
+    """The reading's warning when both figures compared are accuracies within the row's
+    band around chance."""
+    if row.chance is None or not all("accuracy" in name for name, _ in named):
+        return ""
+    level, band = row.chance
+    if all(abs(figure["mean"] - level) <= band for _, figure in named):
+        return (
+            f"; but both lie within {band:.2f} of chance ({level:.2f}): neither beats "
+            "guessing, so this says nothing for the claim"
+        )
+    return ""
 
 
 def _sign(gap: float) -> str:
@@ -543,43 +605,66 @@ def page(measured: dict, image: str, runs: Path = RUNS) -> str:
             90,
         ),
         "",
-        f"![the four rows]({image})",
+        f"![the rows: parity, bit-flipping, permuted Fashion-MNIST, stability]({image})",
         "",
     ]
     for row in ROWS:
-        figures = measured.get(row.key, {})
-        sections += [
-            f"## {row.result}",
-            "",
-            textwrap.fill(f"Paper: {row.paper}.", 90),
-            "",
-            textwrap.fill(f"Ours: {row.setting}.", 90),
-            "",
-            "| figure | ours | runs |",
-            "|---|---|---|",
-            *(
-                f"| {name} | {value(estimate)} | {estimate['runs']} |"
-                for name, estimate in figures.items()
-            ),
-            *([] if figures else ["| (no runs yet) | – | 0 |"]),
-            "",
-            *reading(row, figures),
-            "",
-            "```bash",
-            row.command(),
-            "```",
-            "",
-            textwrap.fill(where(runs / row.key), 90),
-            "",
-        ]
+        sections += section(row, measured.get(row.key, {}), runs)
     return "\n".join(sections)
+
+
+def section(row: Row, figures: dict, runs: Path = RUNS) -> list[str]:
+    """The page's lines for ``row``: the paper, our setting, the figures, the reading, the
+    command and where its runs ran."""
+    return [
+        f"## {row.result}",
+        "",
+        textwrap.fill(f"Paper: {row.paper}.", 90),
+        "",
+        textwrap.fill(f"Ours: {row.setting}.", 90),
+        "",
+        "| figure | ours | runs |",
+        "|---|---|---|",
+        *(
+            f"| {name} | {value(estimate)} | {estimate['runs']} |"
+            for name, estimate in figures.items()
+        ),
+        *([] if figures else ["| (no runs yet) | – | 0 |"]),
+        "",
+        *reading(row, figures),
+        "",
+        "```bash",
+        row.command(),
+        "```",
+        "",
+        textwrap.fill(where(runs / row.key), 90),
+        "",
+    ]
+
+
+def update_page(text: str, measured: dict, keys, runs: Path = RUNS) -> str:
+    """The page ``text`` with the sections of the rows ``keys`` written again from
+    ``measured`` and their runs; every other row's section is kept as it stands (added from
+    the stored figures, without a where-line, if the page lacks it)."""
+    head, *parts = text.split("\n## ")
+    kept = {part.split("\n", 1)[0]: "## " + part.rstrip("\n") for part in parts}
+    lines = [head.rstrip("\n"), ""]
+    for row in ROWS:
+        if row.key in keys or row.result not in kept:
+            written = section(row, measured.get(row.key, {}), runs)
+            if row.key not in keys:
+                written[-2] = "Not re-measured in this update: figures as stored."
+            lines += written
+        else:
+            lines += [kept[row.result], ""]
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- the figure
 
 
 def figure(measured: dict, runs: Path = RUNS):
-    """Four panels, one per row: parity accuracy per range and stability accuracy per n
+    """Four panels: parity accuracy per range (both sizes) and stability accuracy per n
     (from ``measured``, :func:`measure_all`), bit-flipping error over the stream and
     permuted new-task accuracy over tasks (from the runs)."""
     import matplotlib
@@ -590,7 +675,7 @@ def figure(measured: dict, runs: Path = RUNS):
     from analysis.plots import COLORS
 
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.5), constrained_layout=True)
-    _parity_panel(axes[0, 0], measured.get("parity", {}), COLORS)
+    _parity_panel(axes[0, 0], measured.get("parity", {}), measured.get("parity_paper", {}), COLORS)
     _bit_flipping_panel(axes[0, 1], runs / "bit_flipping", COLORS)
     _permuted_panel(axes[1, 0], runs / "permuted_fashion", COLORS)
     _stability_panel(axes[1, 1], measured.get("stability", {}))
@@ -607,14 +692,19 @@ def _ci_bars(ax, positions, figures: dict, names, color, label):
     ax.errorbar(xs, means, yerr=halves, fmt="o", capsize=4, color=color, label=label)
 
 
-def _parity_panel(ax, figures: dict, colors) -> None:
+def _parity_panel(ax, small: dict, paper: dict, colors) -> None:
+    """Final accuracy per range at P = 16 (``small``) and at the paper's P = 96."""
     for offset, model in ((-0.08, "pondernet"), (0.08, "act")):
         names = [f"{model} accuracy trained range", f"{model} accuracy beyond"]
-        _ci_bars(ax, [offset, 1 + offset], figures, names, colors.get(model), model)
+        for base, figures, label in ((0, small, model), (2, paper, None)):
+            positions = [base + offset, base + 1 + offset]
+            _ci_bars(ax, positions, figures, names, colors.get(model), label)
     ax.axhline(0.5, color="0.6", lw=0.8, ls=":")
-    ax.set_xticks([0, 1], ["k ≤ 8 (trained range)", "k = 9..16 (beyond)"])
+    ax.axvline(1.5, color="0.8", lw=0.8)
+    ticks = ["P = 16\nk ≤ 8", "P = 16\nk = 9..16", "P = 96\nk ≤ 48", "P = 96\nk = 49..96"]
+    ax.set_xticks([0, 1, 2, 3], ticks)
     ax.set_ylim(0.4, 1.05)
-    ax.set_title("Parity, P = 16: final accuracy (95% CI over seeds)")
+    ax.set_title("Parity: final accuracy, trained range and beyond (95% CI over seeds)")
     ax.set_ylabel("accuracy")
     ax.legend(frameon=False)
 
@@ -698,10 +788,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", type=Path, help="README whose table block to rewrite")
     parser.add_argument("--check", action="store_true", help=f"compare with {STORED}")
     parser.add_argument("--stored", type=Path, default=STORED, help="figures --check reads")
+    parser.add_argument(
+        "--update",
+        nargs="+",
+        choices=list(BY_KEY),
+        help="measure only these rows; every other row keeps its stored figures (--stored), "
+        "its page section and the figure (which needs every row's runs to be redrawn)",
+    )
     args = parser.parse_args(argv)
     run_sweeps({key: BY_KEY[key].sweep for key in args.run or []}, args.runs, args.workers)
 
-    measured = measure_all(args.runs)
+    if args.update:
+        measured = json.loads(args.stored.read_text())
+        fresh = measure_all(args.runs, [BY_KEY[key] for key in args.update])
+        empty = [key for key, figures in fresh.items() if not figures]
+        if empty:
+            parser.error(f"no COMPLETED runs for {', '.join(empty)} in {args.runs}")
+        measured.update(fresh)
+    else:
+        measured = measure_all(args.runs)
     print("\n".join(table_lines(measured)))
     if args.check:
         problems, notes = check(json.loads(args.stored.read_text()), measured)
@@ -712,7 +817,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'failed' if problems else 'passed'}: checked against {args.stored}")
         if problems:
             return 1
-    if args.out:
+    if args.out and args.update:
+        text = args.out.read_text() if args.out.exists() else page(measured, "", args.runs)
+        args.out.with_suffix(".json").write_text(json.dumps(measured, indent=1) + "\n")
+        args.out.write_text(update_page(text, measured, args.update, args.runs))
+        print(f"updated {', '.join(args.update)} in {args.out} and its .json; figure kept")
+    elif args.out:
         image = args.out.with_suffix(".png")
         args.out.parent.mkdir(parents=True, exist_ok=True)
         figure(measured, args.runs).savefig(image, dpi=110)
