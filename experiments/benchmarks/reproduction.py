@@ -52,6 +52,15 @@ LEARNER_SEEDS = (0, 1, 2, 3, 4)
 #: accuracy on a 4,096-input test set lies within ±0.016 of 0.5 (95%), so means within
 #: 0.02 are no evidence of learning.
 PARITY_CHANCE = (0.5, 0.02)
+#: What both parity rows test: the paper's two claims.
+PARITY_CLAIMS = (
+    ("pondernet accuracy beyond", "act accuracy beyond", "PonderNet extrapolates better than ACT"),
+    (
+        "pondernet expected steps beyond",
+        "pondernet expected steps trained range",
+        "PonderNet ponders longer beyond the trained range",
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -265,18 +274,7 @@ ROWS = (
             ("act accuracy beyond", "≈0.51, chance (P = 96)"),
         ),
         tolerance=0.02,
-        compare=(
-            (
-                "pondernet accuracy beyond",
-                "act accuracy beyond",
-                "PonderNet extrapolates better than ACT",
-            ),
-            (
-                "pondernet expected steps beyond",
-                "pondernet expected steps trained range",
-                "PonderNet ponders longer beyond the trained range",
-            ),
-        ),
+        compare=PARITY_CLAIMS,
         chance=PARITY_CHANCE,
     ),
     Row(
@@ -300,18 +298,7 @@ ROWS = (
             ("act expected steps beyond", "≈2.1"),
         ),
         tolerance=0.02,
-        compare=(
-            (
-                "pondernet accuracy beyond",
-                "act accuracy beyond",
-                "PonderNet extrapolates better than ACT",
-            ),
-            (
-                "pondernet expected steps beyond",
-                "pondernet expected steps trained range",
-                "PonderNet ponders longer beyond the trained range",
-            ),
-        ),
+        compare=PARITY_CLAIMS,
         chance=PARITY_CHANCE,
     ),
     Row(
