@@ -310,3 +310,6 @@ def test_updating_one_row_keeps_every_other_rows_figures_and_section(tmp_path):
     with pytest.raises(SystemExit):  # a row without runs is refused, and nothing is written
         reproduction.main([*argv[:4], "--update", "bit_flipping", "--out", str(out)])
     assert json.loads((tmp_path / "reproduction.json").read_text()) == written
+    with pytest.raises(SystemExit):  # nor is a page that does not exist yet
+        reproduction.main([*argv[:4], "--update", "parity_paper", "--out", str(tmp_path / "x.md")])
+    assert not (tmp_path / "x.md").exists()

@@ -786,6 +786,8 @@ def main(argv: list[str] | None = None) -> int:
     run_sweeps({key: BY_KEY[key].sweep for key in args.run or []}, args.runs, args.workers)
 
     if args.update:
+        if args.out and not args.out.exists():
+            parser.error(f"--update rewrites sections of an existing {args.out}; write it first")
         measured = json.loads(args.stored.read_text())
         fresh = measure_all(args.runs, [BY_KEY[key] for key in args.update])
         empty = [key for key, figures in fresh.items() if not figures]
@@ -805,7 +807,7 @@ def main(argv: list[str] | None = None) -> int:
         if problems:
             return 1
     if args.out and args.update:
-        text = args.out.read_text() if args.out.exists() else page(measured, "", args.runs)
+        text = args.out.read_text()
         args.out.with_suffix(".json").write_text(json.dumps(measured, indent=1) + "\n")
         args.out.write_text(update_page(text, measured, args.update, args.runs))
         print(f"updated {', '.join(args.update)} in {args.out} and its .json; figure kept")
