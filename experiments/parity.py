@@ -247,6 +247,19 @@ def build_model(cfg: dict) -> torch.nn.Module:
     return FixedDepth(step, num_steps=cfg["fixed_steps"])
 
 
+def build_optimizer(cfg: dict, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """Adam, or AdamW when the config has weight decay."""
+    if decay := cfg["weight_decay"]:
+        return torch.optim.AdamW(model.parameters(), lr=cfg["learning_rate"], weight_decay=decay)
+    return torch.optim.Adam(model.parameters(), lr=cfg["learning_rate"])
+
+
+def training_range(cfg: dict) -> tuple[int, int]:
+    """The numbers of nonzero entries k the config trains on (lowest, highest)."""
+    split = "interpolation" if cfg["split"] == "interpolation" else "extrapolation_train"
+    return parity_nonzero_range(cfg["size"], split)
+
+
 def bce_per_sample(prediction: Tensor, target: Tensor) -> Tensor:
     return F.binary_cross_entropy_with_logits(prediction.squeeze(-1), target, reduction="none")
 
@@ -330,17 +343,11 @@ def main(_config: dict, _run, seed: int) -> dict:
     cfg = _runs.start(_config, seed, validate)
     train_generator = torch.Generator().manual_seed(seed)
     test_sets = evaluation_sets(cfg, torch.Generator().manual_seed(seed + 2))
-    train_range = parity_nonzero_range(
-        cfg["size"], "interpolation" if cfg["split"] == "interpolation" else "extrapolation_train"
-    )
+    train_range = training_range(cfg)
 
     device = torch.device(cfg["device"])
     model = build_model(cfg).to(device)
-    optimizer = (
-        torch.optim.AdamW(model.parameters(), lr=cfg["learning_rate"], weight_decay=decay)
-        if (decay := cfg["weight_decay"])
-        else torch.optim.Adam(model.parameters(), lr=cfg["learning_rate"])
-    )
+    optimizer = build_optimizer(cfg, model)
     start, history = 0, _runs.History(_run)
     if cfg["resume_from"] is not None:
         source = _runs.resume_checkpoint(cfg["resume_from"])

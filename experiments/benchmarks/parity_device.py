@@ -23,7 +23,7 @@ import torch
 
 from experiments import parity
 from experiments.benchmarks._measure import Ratio, load, rotated_rounds
-from ponderlife.tasks import parity_batch, parity_nonzero_range
+from ponderlife.tasks import parity_batch
 
 
 def config(named: str, model: str) -> dict:
@@ -37,10 +37,8 @@ def trainer(cfg: dict, device: str, updates: int):
     and waits for the device to finish; every call draws the same batches."""
     torch.manual_seed(cfg["seed"])
     model = parity.build_model(cfg).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg["learning_rate"])
-    low, high = parity_nonzero_range(
-        cfg["size"], "interpolation" if cfg["split"] == "interpolation" else "extrapolation_train"
-    )
+    optimizer = parity.build_optimizer(cfg, model)
+    low, high = parity.training_range(cfg)
 
     def train() -> None:
         generator = torch.Generator().manual_seed(cfg["seed"])

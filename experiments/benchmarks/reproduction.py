@@ -522,10 +522,11 @@ def reading(row: Row, figures: dict) -> list[str]:
         gap = first["mean"] - second["mean"]
         apart = abs(gap) > first["half_width"] + second["half_width"]
         line = f"- {what}: {first['mean']:.3f} − {second['mean']:.3f} = {gap:+.3f}; the intervals "
+        warning = _at_chance(row, (a, first), (b, second))
         paired = _paired_difference(first, second)
         if paired is None:
             verdict = "do not overlap" + _sign(gap) if apart else "overlap, so this is not clear"
-            lines.append(line + verdict + _at_chance(row, (a, first), (b, second)))
+            lines.append(line + verdict + warning)
             continue
         excludes = abs(paired["mean"]) > paired["half_width"]
         lines.append(
@@ -534,7 +535,7 @@ def reading(row: Row, figures: dict) -> list[str]:
             + f"; per seed ({paired['runs']} paired): {paired['mean']:+.3f} ± "
             + f"{paired['half_width']:.3f}, "
             + ("clear" + _sign(gap) if apart or excludes else "so this is not clear")
-            + _at_chance(row, (a, first), (b, second))
+            + warning
         )
     return lines
 
@@ -596,13 +597,13 @@ def page(measured: dict, image: str, runs: Path = RUNS) -> str:
         "",
     ]
     for row in ROWS:
-        sections += section(row, measured.get(row.key, {}), runs)
+        sections += section(row, measured.get(row.key, {}), where(runs / row.key))
     return "\n".join(sections)
 
 
-def section(row: Row, figures: dict, runs: Path = RUNS) -> list[str]:
+def section(row: Row, figures: dict, place: str) -> list[str]:
     """The page's lines for ``row``: the paper, our setting, the figures, the reading, the
-    command and where its runs ran."""
+    command and ``place`` (where its runs ran, :func:`where`)."""
     return [
         f"## {row.result}",
         "",
@@ -624,7 +625,7 @@ def section(row: Row, figures: dict, runs: Path = RUNS) -> list[str]:
         row.command(),
         "```",
         "",
-        textwrap.fill(where(runs / row.key), 90),
+        textwrap.fill(place, 90),
         "",
     ]
 
@@ -637,11 +638,11 @@ def update_page(text: str, measured: dict, keys, runs: Path = RUNS) -> str:
     kept = {part.split("\n", 1)[0]: "## " + part.rstrip("\n") for part in parts}
     lines = [head.rstrip("\n"), ""]
     for row in ROWS:
-        if row.key in keys or row.result not in kept:
-            written = section(row, measured.get(row.key, {}), runs)
-            if row.key not in keys:
-                written[-2] = "Not re-measured in this update: figures as stored."
-            lines += written
+        if row.key in keys:
+            lines += section(row, measured.get(row.key, {}), where(runs / row.key))
+        elif row.result not in kept:
+            stored = "Not re-measured in this update: figures as stored."
+            lines += section(row, measured.get(row.key, {}), stored)
         else:
             lines += [kept[row.result], ""]
     return "\n".join(lines)
